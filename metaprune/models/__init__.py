@@ -1,0 +1,17 @@
+"""Model families and their registry; importing this package registers every family."""
+
+from metaprune.models import mobilenet_v1, mobilenet_v2, resnet  # noqa: F401  (registration)
+from metaprune.models.arch import Arch, Block, Conv, Layer, PrunedNet
+from metaprune.models.registry import build_pruned, create_space, list_models, register
+
+__all__ = [
+    "Arch",
+    "Block",
+    "Conv",
+    "Layer",
+    "PrunedNet",
+    "build_pruned",
+    "create_space",
+    "list_models",
+    "register",
+]

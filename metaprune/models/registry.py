@@ -1,0 +1,91 @@
+"""Registry of model families: ``create_space``, ``build_pruned``, ``list_models`` (timm-style).
+
+A family is a function of keyword options returning ``(Arch, max widths per gene)``; see
+:mod:`metaprune.models.arch`.  Options are checked by name, so a typo fails at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from metaprune.models.arch import Arch, PrunedNet
+
+FamilySpec = tuple[Arch, dict[str, int]]
+_FAMILIES: dict[str, Callable[..., FamilySpec]] = {}
+STEMS = ("cifar", "imagenet")
+
+
+def register(name: str) -> Callable[[Callable[..., FamilySpec]], Callable[..., FamilySpec]]:
+    """Decorator adding a family constructor to the registry under ``name``."""
+
+    def deco(fn: Callable[..., FamilySpec]) -> Callable[..., FamilySpec]:
+        if name in _FAMILIES:
+            raise ValueError(f"model family {name!r} is already registered")
+        _FAMILIES[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Names of the registered model families."""
+    return sorted(_FAMILIES)
+
+
+def scaled(channels: int, width_mult: float) -> int:
+    """Maximum width of a layer under ``width_mult`` (at least 1)."""
+    return max(1, int(round(channels * width_mult)))
+
+
+def stem_defaults(
+    stem: str, num_classes: int | None, input_size: int | None
+) -> tuple[int, int, int]:
+    """(num_classes, input_size, stem stride) with the stem's defaults filled in."""
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose one of {list(STEMS)}")
+    cifar = stem == "cifar"
+    num_classes = num_classes if num_classes is not None else (10 if cifar else 1000)
+    input_size = input_size if input_size is not None else (32 if cifar else 224)
+    if num_classes < 1 or input_size < 1:
+        raise ValueError(
+            f"num_classes and input_size must be positive, got {num_classes}, {input_size}"
+        )
+    return num_classes, input_size, 1 if cifar else 2
+
+
+def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any):
+    """The :class:`~metaprune.space.ChannelSpace` of family ``name`` with options ``opts``.
+
+    ``choices`` replaces the paper's 31 width ratios.  Unknown families and options raise
+    ``ValueError`` naming what is available.
+    """
+    from metaprune.space import DEFAULT_RATIOS, ChannelSpace
+
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; registered: {list_models()}")
+    fn = _FAMILIES[name]
+    sig = inspect.signature(fn)
+    unknown = sorted(set(opts) - set(sig.parameters))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for model {name!r}; valid: {list(sig.parameters)}"
+        )
+    bound = sig.bind(**opts)
+    bound.apply_defaults()
+    arch, max_widths = fn(**bound.arguments)
+    resolved = dict(bound.arguments)
+    resolved.update(num_classes=arch.num_classes, input_size=arch.input_size)
+    ratios = DEFAULT_RATIOS if choices is None else tuple(choices)
+    return ChannelSpace(name, resolved, arch, max_widths, ratios)
+
+
+def build_pruned(space, config, device: torch.device | str | None = None) -> nn.Module:
+    """An ordinary ``nn.Module`` with exactly the widths of ``config`` (no masks, no hypernet)."""
+    widths = space.widths(config)
+    with torch.device(device or "cpu"):
+        return PrunedNet(space.arch, widths)

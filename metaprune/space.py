@@ -1,0 +1,240 @@
+"""The channel search space: genes (coupled layer groups), width choices, and configurations.
+
+MetaPruning (Liu et al., ICCV 2019, sec. 3.1-3.3) describes a pruned network by a *network
+encoding vector*: the channel count of every prunable layer, each picked from 31 ratios
+0.10, 0.13, ..., 1.00 of the original width.  Layers that must share a width (the outputs of a
+residual stage, a depthwise conv and its input) form one *gene*.  A :class:`ChannelConfig` holds one
+choice index per gene and is the single value that travels through training, search, cost model
+and retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from metaprune.models.arch import Arch, resolve
+
+DEFAULT_RATIOS: tuple[float, ...] = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
+"""The paper's 31 width ratios 0.10, 0.13, ..., 1.00."""
+
+RngLike = np.random.Generator | int | None
+
+
+def as_rng(rng: RngLike) -> np.random.Generator:
+    """A numpy Generator from a Generator, a seed or ``None``."""
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+@dataclass(frozen=True)
+class Gene:
+    """A group of layers sharing one width: its maximum and the channel count of each choice."""
+
+    name: str
+    max_channels: int
+    choices: tuple[int, ...]
+
+    @cached_property
+    def unique_widths(self) -> tuple[int, ...]:
+        """The distinct channel counts the choices produce, ascending."""
+        return tuple(sorted(set(self.choices)))
+
+
+def widths_for(max_channels: int, ratios: Sequence[float]) -> tuple[int, ...]:
+    """Channel count of each ratio: ``max(1, round(ratio * max))``."""
+    return tuple(max(1, int(round(r * max_channels))) for r in ratios)
+
+
+class ChannelSpace:
+    """The genes of one model family with its options, and the family's architecture."""
+
+    def __init__(
+        self,
+        family: str,
+        options: Mapping[str, Any],
+        arch: Arch,
+        max_widths: Mapping[str, int],
+        ratios: Sequence[float] = DEFAULT_RATIOS,
+    ) -> None:
+        ratios = tuple(float(r) for r in ratios)
+        if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
+            raise ValueError(f"space choices must be ratios in (0, 1], got {list(ratios)}")
+        if list(ratios) != sorted(set(ratios)):
+            raise ValueError(f"space choices must be strictly increasing, got {list(ratios)}")
+        self.family = family
+        self.options = dict(options)
+        self.arch = arch
+        self.ratios = ratios
+        names = arch.genes_in_order
+        missing = set(names) ^ set(max_widths)
+        if missing:
+            raise ValueError(f"genes and maximum widths disagree on {sorted(missing)}")
+        self.genes: tuple[Gene, ...] = tuple(
+            Gene(n, max_widths[n], widths_for(max_widths[n], ratios)) for n in names
+        )
+        self.gene_index = {g.name: i for i, g in enumerate(self.genes)}
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the network input, which the cost model uses."""
+        return (self.arch.in_chans, self.arch.input_size, self.arch.input_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.arch.num_classes
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A short hash of everything that defines the space (family, options, genes, choices)."""
+        blob = json.dumps(
+            {
+                "family": self.family,
+                "options": self.options,
+                "genes": [(g.name, g.max_channels) for g in self.genes],
+                "ratios": self.ratios,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-JSON description: family, options and choices (what ``create_space`` needs)."""
+        return {
+            "family": self.family,
+            "options": self.options,
+            "ratios": list(self.ratios),
+            "fingerprint": self.fingerprint,
+        }
+
+    def __len__(self) -> int:
+        return len(self.genes)
+
+    def __repr__(self) -> str:
+        return (
+            f"ChannelSpace({self.family}, {len(self.genes)} genes x {len(self.ratios)} choices, "
+            f"input {self.input_shape}, fingerprint {self.fingerprint})"
+        )
+
+    # -- configs --------------------------------------------------------------------------
+    def config(self, indices: Sequence[int]) -> ChannelConfig:
+        """A config from one choice index per gene (validated)."""
+        idx = tuple(int(i) for i in indices)
+        if len(idx) != len(self.genes):
+            raise ValueError(
+                f"config has {len(idx)} genes but space {self.family} has {len(self.genes)}"
+            )
+        n = len(self.ratios)
+        for g, i in zip(self.genes, idx, strict=True):
+            if not 0 <= i < n:
+                raise ValueError(f"gene {g.name!r}: choice index {i} out of range [0, {n})")
+        return ChannelConfig(idx, self.fingerprint, self)
+
+    def ratio_index(self, ratio: float) -> int:
+        """Index of a width ratio among the choices; unknown ratios raise ``ValueError``."""
+        for i, r in enumerate(self.ratios):
+            if abs(r - ratio) < 1e-9:
+                return i
+        raise ValueError(f"width ratio {ratio} is not a choice of this space: {list(self.ratios)}")
+
+    def uniform(self, ratio: float) -> ChannelConfig:
+        """Every gene at the same width ratio (the uniform-width baseline)."""
+        return self.config([self.ratio_index(ratio)] * len(self.genes))
+
+    def max(self) -> ChannelConfig:
+        return self.config([len(self.ratios) - 1] * len(self.genes))
+
+    def min(self) -> ChannelConfig:
+        return self.config([0] * len(self.genes))
+
+    def sample(self, rng: RngLike = None) -> ChannelConfig:
+        """A config with each gene's choice drawn uniformly (the paper's structure sampling)."""
+        return self.config(as_rng(rng).integers(0, len(self.ratios), len(self.genes)))
+
+    def mutate(self, config: ChannelConfig, p: float, rng: RngLike = None) -> ChannelConfig:
+        """Redraw each gene uniformly with probability ``p``."""
+        self.check(config)
+        r = as_rng(rng)
+        idx = np.array(config.indices)
+        hit = r.random(len(idx)) < p
+        idx[hit] = r.integers(0, len(self.ratios), int(hit.sum()))
+        return self.config(idx)
+
+    def crossover(self, a: ChannelConfig, b: ChannelConfig, rng: RngLike = None) -> ChannelConfig:
+        """Uniform crossover: each gene from ``a`` or ``b`` with equal probability."""
+        self.check(a)
+        self.check(b)
+        pick = as_rng(rng).random(len(self.genes)) < 0.5
+        return self.config(np.where(pick, a.indices, b.indices))
+
+    def check(self, config: ChannelConfig) -> None:
+        """Raise ``ValueError`` unless ``config`` belongs to this space."""
+        if not isinstance(config, ChannelConfig):
+            raise TypeError(f"expected a ChannelConfig, got {type(config).__name__}")
+        if config.fingerprint != self.fingerprint:
+            raise ValueError(
+                f"config belongs to space {config.fingerprint}, not to this "
+                f"{self.family} space {self.fingerprint}"
+            )
+
+    def from_json(self, data: str | Mapping[str, Any]) -> ChannelConfig:
+        """Inverse of :meth:`ChannelConfig.to_json`; refuses a config of another space."""
+        d = json.loads(data) if isinstance(data, str) else dict(data)
+        if "genes" not in d:
+            raise ValueError("config JSON has no 'genes' field")
+        if d.get("space", self.fingerprint) != self.fingerprint:
+            raise ValueError(
+                f"config JSON belongs to space {d.get('space')} ({d.get('family')}), not to this "
+                f"{self.family} space {self.fingerprint}"
+            )
+        return self.config(d["genes"])
+
+    def widths(self, config: ChannelConfig) -> dict[str, int]:
+        """Gene name -> channel count."""
+        self.check(config)
+        return {g.name: g.choices[i] for g, i in zip(self.genes, config.indices, strict=True)}
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """One choice index per gene, bound to its space by the space's fingerprint."""
+
+    indices: tuple[int, ...]
+    fingerprint: str
+    space: ChannelSpace = field(compare=False, hash=False, repr=False)
+
+    def widths(self) -> dict[str, int]:
+        """Gene name -> channel count."""
+        return self.space.widths(self)
+
+    def width_tuple(self) -> tuple[int, ...]:
+        """Channel counts per gene, in gene order (two configs with equal tuples are one net)."""
+        return tuple(g.choices[i] for g, i in zip(self.space.genes, self.indices, strict=True))
+
+    def channels(self) -> dict[str, tuple[int, int]]:
+        """Per-layer (in, out) channel counts, keyed by the layer's module name."""
+        w = self.widths()
+        return {l.name: (resolve(l.cin, w), resolve(l.cout, w)) for l in self.space.arch.layers}
+
+    def ratios(self) -> tuple[float, ...]:
+        return tuple(self.space.ratios[i] for i in self.indices)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.fingerprint,
+            "family": self.space.family,
+            "genes": list(self.indices),
+            "widths": self.widths(),
+        }
+
+    def __repr__(self) -> str:
+        return f"ChannelConfig({self.space.family}, widths={list(self.width_tuple())})"
