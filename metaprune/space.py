@@ -48,7 +48,7 @@ class Gene:
 
 def widths_for(max_channels: int, ratios: Sequence[float]) -> tuple[int, ...]:
     """Channel count of each ratio: ``max(1, round(ratio * max))``."""
-    return tuple(max(1, int(round(r * max_channels))) for r in ratios)
+    return tuple(max(1, round(r * max_channels)) for r in ratios)
 
 
 class ChannelSpace:
@@ -220,7 +220,7 @@ class ChannelConfig:
     def channels(self) -> dict[str, tuple[int, int]]:
         """Per-layer (in, out) channel counts, keyed by the layer's module name."""
         w = self.widths()
-        return {l.name: (resolve(l.cin, w), resolve(l.cout, w)) for l in self.space.arch.layers}
+        return {ly.name: (resolve(ly.cin, w), resolve(ly.cout, w)) for ly in self.space.arch.layers}
 
     def ratios(self) -> tuple[float, ...]:
         return tuple(self.space.ratios[i] for i in self.indices)

@@ -39,7 +39,7 @@ def list_models() -> list[str]:
 
 def scaled(channels: int, width_mult: float) -> int:
     """Maximum width of a layer under ``width_mult`` (at least 1)."""
-    return max(1, int(round(channels * width_mult)))
+    return max(1, round(channels * width_mult))
 
 
 def stem_defaults(
