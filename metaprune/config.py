@@ -1,0 +1,48 @@
+"""Objects built from the Hydra configuration (the ``conf/`` tree).
+
+The configuration of a run has the groups ``model``, ``space``, ``data``, ``pruningnet``,
+``optim``, ``sched``, ``train``, ``search``, ``retrain``, ``cost``; each is backed by a dataclass
+schema so that a typo fails at start-up.  The functions here are what the Hydra entry points and a
+notebook both call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from metaprune.models import create_space
+from metaprune.space import ChannelSpace
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg or {})
+
+
+def build_space(
+    model: Mapping[str, Any] | DictConfig,
+    space: Mapping[str, Any] | DictConfig | None = None,
+    data_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+) -> ChannelSpace:
+    """The channel space of a ``model`` config group (``name`` plus family options).
+
+    ``in_chans``, ``input_size`` and ``num_classes`` left null in the config are taken from the
+    data (``data_shape`` is (C, H, W)); ``space.choices`` replaces the paper's 31 ratios.
+    """
+    opts = _plain(model)
+    name = opts.pop("name")
+    if data_shape is not None:
+        if opts.get("in_chans") is None:
+            opts["in_chans"] = data_shape[0]
+        if opts.get("input_size") is None:
+            opts["input_size"] = data_shape[1]
+    if opts.get("num_classes") is None and num_classes is not None:
+        opts["num_classes"] = num_classes
+    opts = {k: v for k, v in opts.items() if v is not None}
+    choices = _plain(space).get("choices") if space is not None else None
+    return create_space(name, choices=choices, **opts)
