@@ -136,16 +136,28 @@ class ChannelSpace:
                 raise ValueError(f"gene {g.name!r}: choice index {i} out of range [0, {n})")
         return ChannelConfig(idx, self.fingerprint, self)
 
-    def ratio_index(self, ratio: float) -> int:
-        """Index of a width ratio among the choices; unknown ratios raise ``ValueError``."""
-        for i, r in enumerate(self.ratios):
-            if abs(r - ratio) < 1e-9:
-                return i
-        raise ValueError(f"width ratio {ratio} is not a choice of this space: {list(self.ratios)}")
+    def ratio_index(self, ratio: float, nearest: bool = False) -> int:
+        """Index of a width ratio among the choices.
 
-    def uniform(self, ratio: float) -> ChannelConfig:
-        """Every gene at the same width ratio (the uniform-width baseline)."""
-        return self.config([self.ratio_index(ratio)] * len(self.genes))
+        With ``nearest=False`` the ratio must be one of the choices; with ``nearest=True`` the
+        closest choice is taken (the paper's ratios hold 0.49 and 0.52, not 0.5).  A ratio outside
+        (0, 1], or not a choice when ``nearest`` is false, raises ``ValueError``.
+        """
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"width ratio {ratio} is outside (0, 1]")
+        dist = [abs(r - ratio) for r in self.ratios]
+        best = min(range(len(dist)), key=dist.__getitem__)
+        if not nearest and dist[best] > 1e-9:
+            raise ValueError(
+                f"width ratio {ratio} is not a choice of this space: {list(self.ratios)} "
+                "(pass nearest=True to take the closest choice)"
+            )
+        return best
+
+    def uniform(self, ratio: float, nearest: bool = False) -> ChannelConfig:
+        """Every gene at the same width ratio (the uniform-width baseline); see
+        :meth:`ratio_index` for ``nearest``."""
+        return self.config([self.ratio_index(ratio, nearest)] * len(self.genes))
 
     def max(self) -> ChannelConfig:
         return self.config([len(self.ratios) - 1] * len(self.genes))
