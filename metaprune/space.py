@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -125,16 +126,22 @@ class ChannelSpace:
     # -- configs --------------------------------------------------------------------------
     def config(self, indices: Sequence[int]) -> ChannelConfig:
         """A config from one choice index per gene (validated)."""
-        idx = tuple(int(i) for i in indices)
-        if len(idx) != len(self.genes):
+        raw = list(indices)
+        if len(raw) != len(self.genes):
             raise ValueError(
-                f"config has {len(idx)} genes but space {self.family} has {len(self.genes)}"
+                f"config has {len(raw)} genes but space {self.family} has {len(self.genes)}"
             )
         n = len(self.ratios)
-        for g, i in zip(self.genes, idx, strict=True):
+        idx = []
+        for g, i in zip(self.genes, raw, strict=True):
+            try:
+                i = operator.index(i)
+            except TypeError:
+                raise ValueError(f"gene {g.name!r}: choice index {i!r} is not an integer") from None
             if not 0 <= i < n:
                 raise ValueError(f"gene {g.name!r}: choice index {i} out of range [0, {n})")
-        return ChannelConfig(idx, self.fingerprint, self)
+            idx.append(i)
+        return ChannelConfig(tuple(idx), self.fingerprint, self)
 
     def ratio_index(self, ratio: float, nearest: bool = False) -> int:
         """Index of a width ratio among the choices.
@@ -172,6 +179,8 @@ class ChannelSpace:
     def mutate(self, config: ChannelConfig, p: float, rng: RngLike = None) -> ChannelConfig:
         """Redraw each gene uniformly with probability ``p``."""
         self.check(config)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"mutation probability must be in [0, 1], got {p}")
         r = as_rng(rng)
         idx = np.array(config.indices)
         hit = r.random(len(idx)) < p
@@ -205,7 +214,10 @@ class ChannelSpace:
                 f"config JSON belongs to space {d.get('space')} ({d.get('family')}), not to this "
                 f"{self.family} space {self.fingerprint}"
             )
-        return self.config(d["genes"])
+        genes = d["genes"]
+        if not isinstance(genes, list | tuple):
+            raise ValueError(f"config JSON 'genes' must be a list of choice indices, got {genes!r}")
+        return self.config(genes)
 
     def widths(self, config: ChannelConfig) -> dict[str, int]:
         """Gene name -> channel count."""
