@@ -77,7 +77,12 @@ def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any)
         )
     bound = sig.bind(**opts)
     bound.apply_defaults()
-    arch, max_widths = fn(**bound.arguments)
+    args = bound.arguments
+    if "width_mult" in args and not args["width_mult"] > 0:
+        raise ValueError(f"width_mult must be positive, got {args['width_mult']}")
+    if "in_chans" in args and not args["in_chans"] >= 1:
+        raise ValueError(f"in_chans must be at least 1, got {args['in_chans']}")
+    arch, max_widths = fn(**args)
     resolved = dict(bound.arguments)
     resolved.update(num_classes=arch.num_classes, input_size=arch.input_size)
     ratios = DEFAULT_RATIOS if choices is None else tuple(choices)
