@@ -53,6 +53,13 @@ class CostModel:
         self._lin_idx, self._lin_coef = np.array(lin_idx), np.array(lin, dtype=np.float64)
         self._choices = np.array([g.choices for g in space.genes], dtype=np.float64)  # (G, R)
         self._gene_rows = np.arange(n_genes)
+        # single-config fast path: the same sums as exact Python ints (numpy's per-call overhead
+        # dominates a single ~50-layer count)
+        self._choice_lists = [g.choices for g in space.genes]
+        self._const_list = [int(c) for c in fixed]
+        self._flops_terms = [(int(c), i, j) for c, i, j in zip(fl, a, b, strict=True)]
+        self._param_terms = [(int(c), i, j) for c, i, j in zip(pa, a, b, strict=True)]
+        self._lin_terms = [(int(c), i) for c, i in zip(lin, lin_idx, strict=True)]
 
     def _w(self, indices: np.ndarray) -> np.ndarray:
         """(N, G + K) widths: gene widths of each config, then the fixed counts."""
@@ -63,7 +70,8 @@ class CostModel:
     def _indices(self, configs: Sequence[ChannelConfig]) -> np.ndarray:
         for c in configs:
             self.space.check(c)
-        return np.array([c.indices for c in configs], dtype=np.int64).reshape(len(configs), -1)
+        n = len(self.space.genes)
+        return np.array([c.indices for c in configs], dtype=np.int64).reshape(len(configs), n)
 
     def flops_many(self, configs: Sequence[ChannelConfig]) -> np.ndarray:
         """FLOPs (MACs) of each config, as int64."""
@@ -76,11 +84,21 @@ class CostModel:
         quad = w[:, self._a] * w[:, self._b] @ self._param_coef
         return (quad + w[:, self._lin_idx] @ self._lin_coef).round().astype(np.int64)
 
+    def _w_list(self, config: ChannelConfig) -> list[int]:
+        self.space.check(config)
+        w = [ch[i] for ch, i in zip(self._choice_lists, config.indices, strict=True)]
+        return w + self._const_list
+
     def flops(self, config: ChannelConfig) -> int:
-        return int(self.flops_many([config])[0])
+        """FLOPs (MACs) of one config."""
+        w = self._w_list(config)
+        return sum(c * w[i] * w[j] for c, i, j in self._flops_terms)
 
     def params(self, config: ChannelConfig) -> int:
-        return int(self.params_many([config])[0])
+        """Parameter count of one config."""
+        w = self._w_list(config)
+        quad = sum(c * w[i] * w[j] for c, i, j in self._param_terms)
+        return quad + sum(c * w[i] for c, i in self._lin_terms)
 
 
 @cache
