@@ -1,0 +1,27 @@
+"""Shared test fixtures: tiny channel spaces of every registered family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from metaprune import create_space
+from metaprune.space import ChannelSpace
+
+# small, odd input sizes exercise the spatial arithmetic of strided convs and pooling
+TINY_INPUT = {"cifar": {"input_size": 14, "in_chans": 1}, "imagenet": {"input_size": 37}}
+
+
+@pytest.fixture
+def tiny_space() -> Callable[..., ChannelSpace]:
+    """``tiny_space(name, stem="cifar", **opts)``: a space with width_mult 1/8 and small inputs."""
+
+    def make(name: str, stem: str = "cifar", **opts: Any) -> ChannelSpace:
+        kw: dict[str, Any] = {"stem": stem, "width_mult": 0.125, "num_classes": 7}
+        kw.update(TINY_INPUT[stem])
+        kw.update(opts)
+        return create_space(name, **kw)
+
+    return make
