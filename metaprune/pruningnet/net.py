@@ -1,0 +1,171 @@
+"""The PruningNet: a hypernetwork that generates the weights of any config of a channel space.
+
+MetaPruning (Liu et al., ICCV 2019, sec. 3.1-3.2).  Every prunable conv of the family (the first
+conv included) gets a :class:`~metaprune.pruningnet.blocks.MetaConv` meta block fed with a
+network encoding, as in the official code, which generates all convs with FC meta blocks:
+
+* ``encoding="layer"`` (the paper): the layer's (input width / max, output width / max) ratios,
+  1.0 for a fixed dimension such as the image channels;
+* ``encoding="global"``: the width ratio of every gene of the config.
+
+The FC classifier is not generated: its weight is cropped (columns ``[:cin]``) from one shared
+max-width ``nn.Linear``, as the official code uses a plain ``nn.Linear`` classifier.  Each BN layer
+keeps one BN per distinct width of its gene (:class:`~metaprune.pruningnet.blocks.ChoiceBN`,
+selected by the width's index in ``Gene.unique_widths``, so configs with equal widths are the same
+network), non-affine by default as in the official code.
+
+There is one forward definition: :meth:`PruningNet.forward` runs the family's plain
+:class:`~metaprune.models.arch.PrunedNet` (a skeleton on the meta device, cached per width tuple)
+through ``torch.func.functional_call`` with the generated tensors.  :meth:`PruningNet.generate`
+returns those same tensors as a state dict that ``build_pruned(space, config)`` loads strictly.
+The config is always an argument; no module holds an "active" sub-network.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from metaprune.models.arch import Dim, PrunedNet, resolve
+from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
+from metaprune.space import ChannelConfig, ChannelSpace
+
+ENCODINGS = ("layer", "global")
+_SKELETON_CACHE = 64
+
+
+@dataclass
+class PruningNetConfig:
+    """Options of the PruningNet (config group ``pruningnet``)."""
+
+    hidden: int = 32
+    """Width of each meta block's hidden layer (the official code uses 32 and 64)."""
+    encoding: str = "layer"
+    """Meta block input: ``layer`` (the layer's in/out width ratios, the paper) or ``global``."""
+    bn_affine: bool = False
+    """Learn a BN scale and shift per width choice (the official code: ``False``)."""
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1:
+            raise ValueError(f"pruningnet.hidden must be >= 1, got {self.hidden}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(
+                f"unknown pruningnet.encoding {self.encoding!r}; choose one of {list(ENCODINGS)}"
+            )
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class PruningNet(nn.Module):
+    """Generates the weights of, and runs, any :class:`ChannelConfig` of ``space``."""
+
+    def __init__(self, space: ChannelSpace, config: PruningNetConfig | None = None) -> None:
+        super().__init__()
+        self.space = space
+        self.config = config or PruningNetConfig()
+        cfg = self.config
+        self._max = space.widths(space.max())
+        self._convs = [ly for ly in space.arch.layers if ly.kind == "conv"]
+        linear = space.arch.layers[-1]
+        in_dim = 2 if cfg.encoding == "layer" else len(space.genes)
+        ones = torch.ones(in_dim)
+        self.meta = nn.ModuleDict()
+        self.bn = nn.ModuleDict()
+        for ly in self._convs:
+            cin, cout = resolve(ly.cin, self._max), resolve(ly.cout, self._max)
+            self.meta[_key(ly.name)] = MetaConv(
+                in_dim, cfg.hidden, cout, cin, ly.kernel, ly.depthwise, ones
+            )
+            self.bn[_key(ly.name)] = ChoiceBN(self._num_choices(ly.cout), cout, cfg.bn_affine)
+        self.classifier = nn.Linear(resolve(linear.cin, self._max), space.num_classes)
+        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(self.classifier.bias)
+        self._skeletons: OrderedDict[tuple[int, ...], PrunedNet] = OrderedDict()
+
+    def _num_choices(self, dim: Dim) -> int:
+        return (
+            1
+            if isinstance(dim, int)
+            else len(self.space.genes[self.space.gene_index[dim]].unique_widths)
+        )
+
+    def _choice(self, dim: Dim, width: int) -> int:
+        if isinstance(dim, int):
+            return 0
+        return self.space.genes[self.space.gene_index[dim]].unique_widths.index(width)
+
+    def _encodings(self, widths: dict[str, int]) -> torch.Tensor:
+        """(n_convs, d) meta block inputs for the widths of one config."""
+
+        def ratio(dim: Dim) -> float:
+            return 1.0 if isinstance(dim, int) else widths[dim] / self._max[dim]
+
+        if self.config.encoding == "layer":
+            rows = [[ratio(ly.cin), ratio(ly.cout)] for ly in self._convs]
+        else:
+            rows = [[ratio(g.name) for g in self.space.genes]] * len(self._convs)
+        return torch.tensor(rows, device=self.classifier.weight.device)
+
+    def _tensors(self, config: ChannelConfig) -> dict[str, torch.Tensor]:
+        """Every parameter and buffer of ``build_pruned(space, config)``, generated or selected."""
+        widths = self.space.widths(config)
+        enc = self._encodings(widths)
+        out: dict[str, torch.Tensor] = {}
+        for i, ly in enumerate(self._convs):
+            cin, cout = resolve(ly.cin, widths), resolve(ly.cout, widths)
+            out[f"{ly.name}.0.weight"] = self.meta[_key(ly.name)](enc[i], cout, cin)
+            bn = self.bn[_key(ly.name)].tensors(self._choice(ly.cout, cout), cout)
+            out.update({f"{ly.name}.1.{k}": v for k, v in bn.items()})
+        last = resolve(self.space.arch.layers[-1].cin, widths)
+        out["classifier.weight"] = self.classifier.weight[:, :last]
+        out["classifier.bias"] = self.classifier.bias
+        return out
+
+    def _skeleton(self, config: ChannelConfig) -> PrunedNet:
+        """The plain network of ``config`` on the meta device (no storage), LRU-cached."""
+        key = config.width_tuple()
+        net = self._skeletons.pop(key, None)
+        if net is None:
+            with torch.device("meta"):
+                net = PrunedNet(self.space.arch, self.space.widths(config))
+            if len(self._skeletons) >= _SKELETON_CACHE:
+                self._skeletons.popitem(last=False)
+        self._skeletons[key] = net
+        return net
+
+    def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
+        """Logits of the network of ``config`` with generated weights.
+
+        In training mode the batch statistics update the running statistics of the chosen BN
+        rows only.
+        """
+        tensors = self._tensors(config)
+        net = self._skeleton(config).train(self.training)
+        return functional_call(net, tensors, (x,), strict=True)
+
+    @torch.no_grad()
+    def generate(self, config: ChannelConfig) -> dict[str, torch.Tensor]:
+        """A state dict (detached copies) that ``build_pruned(space, config)`` loads strictly."""
+        tensors = self._tensors(config)
+        return {k: tensors[k].detach().clone() for k in self._skeleton(config).state_dict()}
+
+    def extra_repr(self) -> str:
+        return f"space={self.space.family}, {self.config}"
+
+
+def create_pruningnet(
+    space: ChannelSpace,
+    hidden: int = 32,
+    encoding: str = "layer",
+    bn_affine: bool = False,
+) -> PruningNet:
+    """The PruningNet of ``space`` (any registered family, either stem)."""
+    if not isinstance(space, ChannelSpace):
+        raise TypeError(f"create_pruningnet needs a ChannelSpace, got {type(space).__name__}")
+    return PruningNet(space, PruningNetConfig(hidden, encoding, bn_affine))
