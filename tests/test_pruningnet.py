@@ -11,12 +11,10 @@ import metaprune as mp
 from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
 
 torch.set_num_threads(1)
-SIZE = 16
 
 
-def tiny_space(family: str = "mobilenet_v2", stem: str = "cifar", **kw):
-    kw.setdefault("width_mult", 0.125)
-    return mp.create_space(family, stem=stem, input_size=SIZE, num_classes=5, **kw)
+def batch(space, n: int = 2) -> torch.Tensor:
+    return torch.randn(n, *space.input_shape)
 
 
 def randomise_state(pnet: PruningNet, seed: int = 0) -> None:
@@ -34,11 +32,11 @@ def randomise_state(pnet: PruningNet, seed: int = 0) -> None:
 
 @pytest.mark.parametrize("stem", ["cifar", "imagenet"])
 @pytest.mark.parametrize("family", mp.list_models())
-def test_generate_matches_forward_every_family(family: str, stem: str) -> None:
+def test_generate_matches_forward_every_family(family: str, stem: str, tiny_space) -> None:
     space = tiny_space(family, stem)
     pnet = create_pruningnet(space).eval()
     randomise_state(pnet)
-    x = torch.randn(2, 3, SIZE, SIZE)
+    x = batch(space)
     for cfg in (space.max(), space.min(), space.sample(1)):
         model = mp.build_pruned(space, cfg).eval()
         sd = pnet.generate(cfg)
@@ -51,28 +49,28 @@ def test_generate_matches_forward_every_family(family: str, stem: str) -> None:
 
 
 @pytest.mark.parametrize("encoding,affine", [("global", True), ("layer", True), ("global", False)])
-def test_options_keep_equivalence(encoding: str, affine: bool) -> None:
+def test_options_keep_equivalence(encoding: str, affine: bool, tiny_space) -> None:
     space = tiny_space("resnet20")
     pnet = create_pruningnet(space, hidden=8, encoding=encoding, bn_affine=affine).eval()
     randomise_state(pnet, seed=3)
     cfg = space.sample(5)
     model = mp.build_pruned(space, cfg).eval()
     model.load_state_dict(pnet.generate(cfg), strict=True)
-    x = torch.randn(2, 3, SIZE, SIZE)
+    x = batch(space)
     with torch.no_grad():
         torch.testing.assert_close(pnet(x, cfg), model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_gradients_reach_every_meta_block() -> None:
+def test_gradients_reach_every_meta_block(tiny_space) -> None:
     space = tiny_space("mobilenet_v2")
     pnet = create_pruningnet(space, bn_affine=True).train()
-    x, y = torch.randn(4, 3, SIZE, SIZE), torch.tensor([0, 1, 2, 3])
+    x, y = batch(space, 4), torch.tensor([0, 1, 2, 3])
     F.cross_entropy(pnet(x, space.max()), y).backward()
     for name, p in pnet.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_per_choice_bn_updates_only_the_chosen_rows() -> None:
+def test_per_choice_bn_updates_only_the_chosen_rows(tiny_space) -> None:
     space = tiny_space("resnet20")
     pnet = create_pruningnet(space).train()
     cfg = space.sample(7)
@@ -80,7 +78,7 @@ def test_per_choice_bn_updates_only_the_chosen_rows() -> None:
     before = {
         k: v.clone() for k, v in pnet.state_dict().items() if "running" in k or "tracked" in k
     }
-    pnet(torch.randn(4, 3, SIZE, SIZE), cfg)
+    pnet(batch(space, 4), cfg)
     after = pnet.state_dict()
     checked = 0
     for ly in space.arch.layers[:-1]:
@@ -99,7 +97,7 @@ def test_per_choice_bn_updates_only_the_chosen_rows() -> None:
     assert checked == len(space.arch.layers) - 1
 
 
-def test_equal_widths_are_the_same_network() -> None:
+def test_equal_widths_are_the_same_network(tiny_space) -> None:
     space = tiny_space("resnet20")
     gene = space.genes[0]
     pairs = [(i, j) for i in range(len(space.ratios)) for j in range(i + 1, len(space.ratios))]
@@ -112,7 +110,7 @@ def test_equal_widths_are_the_same_network() -> None:
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_generated_weights_start_at_kaiming_scale() -> None:
+def test_generated_weights_start_at_kaiming_scale(tiny_space) -> None:
     space = tiny_space("resnet20", width_mult=1.0)
     sd = create_pruningnet(space).generate(space.max())
     for ly in space.arch.layers[:-1]:
@@ -121,11 +119,11 @@ def test_generated_weights_start_at_kaiming_scale() -> None:
         assert 0.5 < w.std().item() / expected < 2.0, ly.name
 
 
-def test_rejects_config_of_another_space_and_bad_options() -> None:
+def test_rejects_config_of_another_space_and_bad_options(tiny_space) -> None:
     space, other = tiny_space("resnet20"), tiny_space("resnet56")
     pnet = create_pruningnet(space)
     with pytest.raises(ValueError, match="belongs to space"):
-        pnet(torch.randn(1, 3, SIZE, SIZE), other.max())
+        pnet(batch(space, 1), other.max())
     with pytest.raises(ValueError, match="belongs to space"):
         pnet.generate(other.max())
     with pytest.raises(ValueError, match="encoding"):
@@ -134,8 +132,8 @@ def test_rejects_config_of_another_space_and_bad_options() -> None:
         PruningNetConfig(hidden=0)
 
 
-def test_sandwich_sampler_contains_max_and_min() -> None:
-    space = tiny_space()
+def test_sandwich_sampler_contains_max_and_min(tiny_space) -> None:
+    space = tiny_space("mobilenet_v2")
     configs = ConfigSampler(space, sandwich=True).sample(0)
     assert space.max() in configs and space.min() in configs and len(configs) == 3
     assert len(ConfigSampler(space).sample(0)) == 1
@@ -150,7 +148,7 @@ def _ks_uniform(values: np.ndarray, lo: float, hi: float) -> float:
     return float(max(np.max(np.arange(1, n + 1) / n - u), np.max(u - np.arange(n) / n)))
 
 
-def test_flops_uniform_sampler_spreads_flops() -> None:
+def test_flops_uniform_sampler_spreads_flops(tiny_space) -> None:
     space = tiny_space("mobilenet_v2", width_mult=0.5)
     cost = mp.cost.cost_model(space)
     lo, hi = cost.flops(space.min()), cost.flops(space.max())
