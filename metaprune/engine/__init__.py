@@ -1,0 +1,35 @@
+"""Training engine: the generic :class:`Trainer`, optimiser/schedule, runtime, checkpoints,
+evaluation and BN recalibration."""
+
+from metaprune.engine.checkpoint import CheckpointStore, require_fingerprint
+from metaprune.engine.evaluate import evaluate, recalibrate_bn
+from metaprune.engine.optim import (
+    OptimConfig,
+    SchedConfig,
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+    param_groups,
+)
+from metaprune.engine.runtime import Runtime, get_rng_state, seed_everything, set_rng_state
+from metaprune.engine.trainer import TrainConfig, Trainer, supervised_step
+
+__all__ = [
+    "CheckpointStore",
+    "OptimConfig",
+    "Runtime",
+    "SchedConfig",
+    "TrainConfig",
+    "Trainer",
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate",
+    "get_rng_state",
+    "lr_factor",
+    "param_groups",
+    "recalibrate_bn",
+    "require_fingerprint",
+    "seed_everything",
+    "set_rng_state",
+    "supervised_step",
+]

@@ -1,0 +1,333 @@
+"""A generic training loop shared by PruningNet training and retraining.
+
+The model-specific part of a step is a callable ``step_fn(model, x, y, rng, loss_fn) -> loss``:
+for the PruningNet it samples channel configurations (stochastic structure sampling, MetaPruning,
+Liu et al., ICCV 2019, sec. 3.2) and averages their losses; for retraining it is plain
+cross-entropy (:func:`supervised_step`).  ``rng`` is a NumPy generator seeded by
+``(train.seed, global step)``, identical on every DDP rank and after a resume, so the sampled
+structures do not depend on how a run was interrupted.
+
+Around it the :class:`Trainer` provides what users of this field expect: SGD with parameter groups
+(no weight decay on BN and biases), per-step warm-up + cosine/linear schedule, label smoothing,
+bf16 autocast and channels_last on CUDA, optional ``torch.compile``, DDP under ``torchrun`` in the
+same code path, gradient clipping, seeding, a progress bar, TensorBoard scalars and an atomic
+checkpoint each epoch from which ``resume=True`` continues bit-for-bit (model, optimiser,
+scheduler, grad scaler and RNG states).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from metaprune.engine.checkpoint import CheckpointStore
+from metaprune.engine.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
+from metaprune.engine.runtime import Runtime, get_rng_state, seed_everything, set_rng_state
+from metaprune.io import CheckpointError
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepFn = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, np.random.Generator, LossFn], torch.Tensor
+]
+ValidateFn = Callable[[nn.Module], Mapping[str, float]]
+
+
+@dataclass
+class TrainConfig:
+    """The ``train`` config group (also used, under ``retrain``, for retraining)."""
+
+    epochs: int = 1
+    """Number of passes over the training split."""
+    batch_size: int = 128
+    """Training batch size per process (DDP: per rank)."""
+    eval_batch_size: int = 256
+    """Batch size for validation and BN recalibration."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy loss."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value; null = off."""
+    amp: str = "auto"
+    """Mixed precision: ``auto`` (bf16 autocast on CUDA only), ``bf16``, ``fp16`` (CUDA) or off."""
+    channels_last: str = "auto"
+    """Channels-last memory format: ``auto`` (on CUDA only), true or false."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile``."""
+    device: str = "auto"
+    """``auto`` (``cuda:LOCAL_RANK`` if available, else cpu) or a torch device string."""
+    seed: int = 0
+    """Seed of Python, NumPy and torch RNGs, of the data order and of structure sampling."""
+    deterministic: bool = False
+    """Ask torch for deterministic kernels (slower on GPU)."""
+    resume: bool = False
+    """Continue the run found in the output directory (from its last complete epoch)."""
+    log_every: int = 20
+    """Log loss, lr and throughput to TensorBoard every this many steps."""
+    progress: bool = True
+    """Show a progress bar (only on rank 0 and when stderr is a terminal)."""
+    max_steps_per_epoch: int | None = None
+    """Cap on the steps of an epoch (for budgets and tests); null = the whole split."""
+    sampling: str = "uniform"
+    """PruningNet structure sampling: ``uniform`` per gene (paper) or ``flops_uniform``."""
+    sandwich: bool = False
+    """PruningNet: also train the max and min configurations every step."""
+    recalib_batches: int = 10
+    """Training batches used to recalibrate BN statistics before validating a configuration."""
+    val_batches: int | None = None
+    """Cap on the validation batches (of ``eval_batch_size``); null = the whole split."""
+
+
+def supervised_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, loss_fn: LossFn
+) -> torch.Tensor:
+    """The plain supervised step: ``loss_fn(model(x), y)``."""
+    return loss_fn(model(x), y)
+
+
+def _plain_json(obj: Any) -> Any:
+    """``obj`` as plain JSON data (raises ``TypeError`` if it is not serialisable)."""
+    return json.loads(json.dumps(obj))
+
+
+class Trainer:
+    """Trains ``model`` on ``loader`` with ``step_fn``; see the module docstring.
+
+    ``loader`` yields ``(x, y)`` already on the runtime's device and sharded for this rank; if it
+    has ``set_epoch`` it is called each epoch.  ``validate_fn`` is called on rank 0 after every
+    epoch with the unwrapped model and returns scalars for the log.  ``fingerprint`` identifies
+    the job (e.g. the channel space): a checkpoint with another one is refused.  ``meta`` is plain
+    JSON stored in every checkpoint (e.g. the space description and the run configuration).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        out_dir: str | os.PathLike,
+        *,
+        train: TrainConfig | None = None,
+        optim: OptimConfig | None = None,
+        sched: SchedConfig | None = None,
+        step_fn: StepFn = supervised_step,
+        validate_fn: ValidateFn | None = None,
+        fingerprint: str = "",
+        meta: Mapping[str, Any] | None = None,
+        runtime: Runtime | None = None,
+        find_unused_parameters: bool = False,
+    ) -> None:
+        self.cfg = train or TrainConfig()
+        self.optim_cfg = optim or OptimConfig()
+        self.sched_cfg = sched or SchedConfig()
+        cfg = self.cfg
+        if cfg.epochs < 1 or cfg.log_every < 1:
+            raise ValueError(f"train.epochs and train.log_every must be >= 1, got {cfg}")
+        self.runtime = rt = runtime or Runtime.setup(cfg.device, cfg.amp, cfg.channels_last)
+        seed_everything(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.out_dir = Path(out_dir)
+        self.loader = loader
+        self.step_fn = step_fn
+        self.validate_fn = validate_fn
+        engine_cfg = {"train": cfg, "optim": self.optim_cfg, "sched": self.sched_cfg}
+        self.meta = _plain_json({**(meta or {}), **{k: asdict(v) for k, v in engine_cfg.items()}})
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+        n = len(loader)  # type: ignore[arg-type]
+        if n == 0:
+            raise ValueError(
+                "the training loader yields no batches (data set smaller than a batch?)"
+            )
+        self.steps_per_epoch = min(n, cfg.max_steps_per_epoch or n)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+
+        fmt = torch.channels_last if rt.channels_last else torch.preserve_format
+        self.module = model.to(rt.device, memory_format=fmt)
+        self.optimizer = build_optimizer(self.module, self.optim_cfg)
+        self.scheduler = build_scheduler(
+            self.optimizer, self.sched_cfg, self.total_steps, self.steps_per_epoch
+        )
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimisation steps
+        self.history: list[dict[str, float]] = []
+
+        self.store = CheckpointStore(self.out_dir, fingerprint)
+        if cfg.resume:
+            state = self.store.load()
+            if state is not None:
+                self._restore(state)
+        elif self.store.exists():
+            raise CheckpointError(
+                f"{self.out_dir} already holds the checkpoint of a run: set train.resume=true to "
+                "continue it, or choose another output directory"
+            )
+
+        self.model: nn.Module = self.module
+        if rt.distributed:
+            self.model = DistributedDataParallel(
+                self.module,
+                device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters,
+            )
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.writer = None
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this epoch ended."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": get_rng_state(),
+            "history": self.history,
+            "meta": self.meta,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(
+                f"checkpoint in {self.out_dir} does not fit this model or optimiser: {e}"
+            ) from e
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+        log.info("resumed %s at epoch %d, step %d", self.out_dir, self.epoch, self.step)
+
+    # -- loop -----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns ``{epochs, steps, seconds, history, val}``."""
+        rt, cfg = self.runtime, self.cfg
+        t0 = time.perf_counter()
+        if rt.is_main and self.epoch < cfg.epochs:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step or None)
+        try:
+            for epoch in range(self.epoch, cfg.epochs):
+                record = self._train_epoch(epoch)
+                val = self._validate()
+                record.update({f"val/{k}": float(v) for k, v in val.items()})
+                self.history.append(record)
+                self.epoch = epoch + 1
+                if rt.is_main:
+                    for k, v in val.items():
+                        self.writer.add_scalar(f"val/{k}", v, self.step)
+                    self.writer.flush()
+                    self.store.save(self.state_dict())
+                    log.info("epoch %d/%d %s", self.epoch, cfg.epochs, record)
+                rt.barrier()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        last = self.history[-1] if self.history else {}
+        return {
+            "epochs": self.epoch,
+            "steps": self.step,
+            "seconds": time.perf_counter() - t0,
+            "history": self.history,
+            "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")},
+        }
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        rt, cfg = self.runtime, self.cfg
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+        self.model.train()
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not (rt.is_main and cfg.progress and sys.stderr.isatty()),
+        )
+        loss_sum = torch.zeros((), device=rt.device)
+        t_epoch = t_log = time.perf_counter()
+        seen = seen_log = steps = 0
+        for x, y in itertools.islice(self.loader, self.steps_per_epoch):
+            loss = self._step(x, y)
+            loss_sum += loss.detach().float()
+            seen += x.shape[0]
+            steps += 1
+            bar.update()
+            if self.step % cfg.log_every == 0:
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"loss is {value} at step {self.step}")
+                now = time.perf_counter()
+                ips = rt.world_size * (seen - seen_log) / max(now - t_log, 1e-9)
+                t_log, seen_log = now, seen
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}", ips=f"{ips:.0f}")
+                if self.writer is not None:
+                    self.writer.add_scalar("train/loss", value, self.step)
+                    self.writer.add_scalar("train/lr", lr, self.step)
+                    self.writer.add_scalar("train/throughput", ips, self.step)
+        bar.close()
+        if steps == 0:
+            raise ValueError("the training loader yielded no batches")
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize(rt.device)
+        loss = rt.mean(float(loss_sum) / steps)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"mean training loss of epoch {epoch + 1} is {loss}")
+        elapsed = time.perf_counter() - t_epoch
+        return {
+            "epoch": epoch + 1,
+            "train_loss": loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "img_per_s": rt.world_size * seen / max(elapsed, 1e-9),
+            "seconds": elapsed,
+        }
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        rt, cfg = self.runtime, self.cfg
+        if rt.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        rng = np.random.default_rng([cfg.seed, self.step])
+        with rt.autocast():
+            loss = self.step_fn(self.model, x, y, rng, self.loss_fn)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return loss
+
+    def _validate(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.validate_fn is not None and self.runtime.is_main:
+            metrics = dict(self.validate_fn(self.module))
+        self.runtime.barrier()
+        return metrics
