@@ -118,6 +118,22 @@ def test_no_weight_decay_on_bn_and_biases(tmp_path):
     )
 
 
+class RowBN(nn.Module):
+    """A custom BN keeping one 2-D row of parameters per choice (like the PruningNet's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(3, 4))
+        self.register_buffer("running_mean", torch.zeros(3, 4))
+
+
+def test_no_weight_decay_on_custom_norm_layers():
+    net = nn.Sequential(nn.Linear(4, 4, bias=False), RowBN(), nn.LayerNorm(4))
+    decay, no_decay = param_groups(net, 0.1)
+    assert [p.shape for p in decay["params"]] == [(4, 4)]
+    assert len(no_decay["params"]) == 3  # RowBN.weight, LayerNorm weight and bias
+
+
 def test_warmup_cosine_and_linear_lr():
     cos = SchedConfig(name="cosine", warmup_epochs=2, final_factor=0.1)
     # 10 steps per epoch, 20 warm-up steps, 100 steps in all

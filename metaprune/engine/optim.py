@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 from torch.optim.lr_scheduler import LambdaLR
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -46,14 +47,24 @@ class SchedConfig:
     """Learning rate at the end of training, as a fraction of the peak ``lr``."""
 
 
+def _is_norm(module: nn.Module) -> bool:
+    """A normalisation layer: torch's norms, or any module keeping a ``running_mean`` buffer
+    (custom BN variants such as the PruningNet's per-choice BN, whose parameters are 2-D)."""
+    norms = (_NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+    return isinstance(module, norms) or "running_mean" in dict(module.named_buffers(recurse=False))
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two optimiser groups: conv/linear weights with ``weight_decay``; BN/norm parameters and
-    every bias (any parameter with fewer than 2 dimensions) without it."""
+    """Two optimiser groups: weights with ``weight_decay``; parameters of normalisation layers,
+    biases and other 1-D parameters without it."""
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
+    for module in model.modules():
+        norm = _is_norm(module)
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            skip = norm or name == "bias" or p.ndim <= 1
+            (no_decay if skip else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
