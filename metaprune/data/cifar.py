@@ -8,11 +8,12 @@ Layouts accepted under the root, tried in this order:
 
 A JPEG folder is decoded once (``torchvision.io.decode_jpeg``, batched) and cached as a uint8
 tensor file ``<split>.uint8.pt`` beside the class folders, written atomically; later loads read
-the cache as long as its class list and per-class file counts match the folder.
+the cache as long as the folder's file names, sizes and modification times are unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import warnings
@@ -87,33 +88,46 @@ def _read_pickles(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor,
     )
 
 
-def _listing(folder: Path) -> tuple[list[str], list[list[str]]]:
+def _listing(folder: Path) -> tuple[list[str], list[list[str]], str]:
+    """(classes, file names per class, fingerprint of names, sizes and mtimes)."""
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist")
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
     if not classes:
         raise DataError(f"image folder {folder} has no class sub-folders")
-    files = [
-        sorted(e.name for e in os.scandir(folder / c) if e.name.endswith(_EXTENSIONS))
-        for c in classes
-    ]
-    return classes, files
+    files, digest = [], hashlib.sha256()
+    for c in classes:
+        entries = sorted(
+            (e for e in os.scandir(folder / c) if e.name.endswith(_EXTENSIONS)),
+            key=lambda e: e.name,
+        )
+        files.append([e.name for e in entries])
+        for e in entries:
+            st = e.stat()
+            digest.update(f"{c}/{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return classes, files, digest.hexdigest()
+
+
+def _decode_chunk(paths: list[Path]) -> list[torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    try:
+        return decode_jpeg([read_file(str(p)) for p in paths], mode=ImageReadMode.RGB)
+    except RuntimeError:  # the batch failed: find the culprit to name it
+        for p in paths:
+            try:
+                decode_jpeg(read_file(str(p)), mode=ImageReadMode.RGB)
+            except RuntimeError as e:
+                raise DataError(f"cannot decode JPEG {p}: {e}") from e
+        raise
 
 
 def _decode(paths: list[Path]) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
     out = []
-    for start in range(0, len(paths), _CHUNK):
-        chunk = paths[start : start + _CHUNK]
-        try:
-            out.extend(decode_jpeg([read_file(str(p)) for p in chunk], mode=ImageReadMode.RGB))
-        except RuntimeError:  # a batch failed: find the culprit to name it
-            for p in chunk:
-                try:
-                    out.append(decode_jpeg(read_file(str(p)), mode=ImageReadMode.RGB))
-                except RuntimeError as e:
-                    raise DataError(f"cannot decode JPEG {p}: {e}") from e
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec
+        warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
+        for start in range(0, len(paths), _CHUNK):
+            out.extend(_decode_chunk(paths[start : start + _CHUNK]))
     shapes = {tuple(x.shape) for x in out}
     if len(shapes) > 1:
         first = tuple(out[0].shape)
@@ -129,15 +143,15 @@ def load_jpeg_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str
     """(uint8 images (N, 3, H, W), int64 labels, class names) of ``folder/<class>/*.jpg``.
 
     Decoded once and cached in ``folder.parent / f"{folder.name}.uint8.pt"``; the cache is used
-    when its classes and per-class file counts match the folder, rebuilt otherwise.
+    while the folder's file names, sizes and modification times are unchanged, rebuilt otherwise.
     """
-    classes, files = _listing(folder)
+    classes, files, fingerprint = _listing(folder)
     counts = [len(f) for f in files]
     cache = folder.parent / f"{folder.name}.uint8.pt"
     if cache.is_file():
         try:
             saved = safe_torch_load(cache)
-            if saved["classes"] == classes and saved["counts"] == counts:
+            if saved["fingerprint"] == fingerprint:
                 return saved["images"], saved["labels"], classes
         except (CheckpointError, KeyError, TypeError) as e:
             warnings.warn(f"ignoring unreadable cache {cache}: {e}", stacklevel=2)
@@ -147,9 +161,7 @@ def load_jpeg_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str
     images = _decode(paths)
     labels = torch.repeat_interleave(torch.arange(len(classes)), torch.tensor(counts))
     try:
-        atomic_torch_save(
-            cache, {"images": images, "labels": labels, "classes": classes, "counts": counts}
-        )
+        atomic_torch_save(cache, {"images": images, "labels": labels, "fingerprint": fingerprint})
     except OSError as e:
         warnings.warn(f"could not write the decoded-image cache {cache}: {e}", stacklevel=2)
     return images, labels, classes

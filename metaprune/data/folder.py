@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from metaprune.data.images import DataError, FolderImages
+from metaprune.data.images import DataError, FolderImages, mix_seed
 
 _EVAL_SPLITS = ("val", "test")
 
@@ -54,10 +54,14 @@ def folder_transform(image_size: int, train: bool) -> Callable:
 
 
 class FolderDataset(Dataset):
-    """``FolderImages`` as a map-style dataset of (uint8 image, label) for a DataLoader."""
+    """``FolderImages`` as a map-style dataset of (uint8 image, label) for a DataLoader.
 
-    def __init__(self, images: FolderImages, transform: Callable) -> None:
-        self.samples, self.transform = images.samples, transform
+    The random transform of sample ``i`` draws from a generator seeded with (``seed``, ``i``),
+    so augmentation does not depend on the number of workers and leaves the global RNG alone.
+    """
+
+    def __init__(self, images: FolderImages, transform: Callable, seed: int) -> None:
+        self.samples, self.transform, self.seed = images.samples, transform, seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -70,4 +74,6 @@ class FolderDataset(Dataset):
             image = default_loader(path)
         except OSError as e:
             raise DataError(f"cannot decode image {path}: {e}") from e
-        return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(self.seed, i))
+            return self.transform(image), label

@@ -20,6 +20,12 @@ class DataError(ValueError):
     """A data set that is missing, corrupt or misconfigured; the message names the path or field."""
 
 
+def mix_seed(*words: int) -> int:
+    """One 32-bit seed from several integers (seed, epoch, rank, ...), without collisions such
+    as (0, 1) vs (1, 0)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
+
+
 def _as_index(idx: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(idx, dtype=np.int64))
 

@@ -15,19 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from metaprune.data.folder import FolderDataset, folder_transform
-from metaprune.data.images import DataError, FolderImages, ImageSet, TensorImages
+from metaprune.data.images import DataError, FolderImages, ImageSet, TensorImages, mix_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def _seed(*words: int) -> int:
-    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
 
 
 def random_crop_flip(
@@ -100,7 +95,7 @@ class Loader:
         """
         n = len(self.dataset)
         if self.train:
-            g = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
@@ -132,7 +127,7 @@ class Loader:
         g = None
         if augment:
             g = torch.Generator(device=self.device)
-            g.manual_seed(_seed(self.seed, self.epoch, self.rank, 1))
+            g.manual_seed(mix_seed(self.seed, self.epoch, self.rank, 1))
         for idx in self._batches():
             idx = idx.to(self.device)
             x = images[idx]
@@ -143,11 +138,10 @@ class Loader:
     def _iter_folder(self, ds: FolderImages) -> Iterator[Batch]:
         transform = folder_transform(ds.image_size, train=self.train and ds.augment)
         loader = DataLoader(
-            FolderDataset(ds, transform),
+            FolderDataset(ds, transform, seed=mix_seed(self.seed, self.epoch, 2)),
             batch_sampler=[b.tolist() for b in self._batches()],
             num_workers=ds.num_workers,
             pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.rank, 2)),
         )
         for x, y in loader:
             yield self._finish(x, y)
