@@ -9,18 +9,34 @@ notebook both call.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import fields
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from metaprune.models import create_space
 from metaprune.space import ChannelSpace
 
+T = TypeVar("T")
+
 
 def _plain(cfg: Any) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg or {})
+
+
+def to_dataclass(schema: type[T], group: Any) -> T:
+    """The dataclass ``schema`` filled from a config group (an instance of it, a ``DictConfig``, a
+    mapping, or ``None`` for the defaults); unknown keys raise ``ValueError`` naming them."""
+    if isinstance(group, schema):
+        return group
+    values = _plain(group)
+    known = {f.name for f in fields(schema)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {schema.__name__} field(s) {unknown}; known: {sorted(known)}")
+    return schema(**values)
 
 
 def build_space(
