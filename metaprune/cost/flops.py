@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
+from operator import getitem
 
 import numpy as np
 
@@ -53,13 +54,12 @@ class CostModel:
         self._lin_idx, self._lin_coef = np.array(lin_idx), np.array(lin, dtype=np.float64)
         self._choices = np.array([g.choices for g in space.genes], dtype=np.float64)  # (G, R)
         self._gene_rows = np.arange(n_genes)
-        # single-config fast path: the same sums as exact Python ints (numpy's per-call overhead
-        # dominates a single ~50-layer count)
+        # single-config fast path: the same sums in exact Python ints (numpy's per-call overhead
+        # dominates a single ~50-layer count); a bias term c * w[k] is c * w[k] * w[slot(1)]
         self._choice_lists = [g.choices for g in space.genes]
-        self._const_list = [int(c) for c in fixed]
-        self._flops_terms = [(int(c), i, j) for c, i, j in zip(fl, a, b, strict=True)]
-        self._param_terms = [(int(c), i, j) for c, i, j in zip(pa, a, b, strict=True)]
-        self._lin_terms = [(int(c), i) for c, i in zip(lin, lin_idx, strict=True)]
+        self._const_list = list(fixed)
+        self._flops_terms = list(zip(fl, a, b, strict=True))
+        self._param_terms = list(zip(pa + lin, a + lin_idx, b + [slot(1)] * len(lin), strict=True))
 
     def _w(self, indices: np.ndarray) -> np.ndarray:
         """(N, G + K) widths: gene widths of each config, then the fixed counts."""
@@ -86,19 +86,19 @@ class CostModel:
 
     def _w_list(self, config: ChannelConfig) -> list[int]:
         self.space.check(config)
-        w = [ch[i] for ch, i in zip(self._choice_lists, config.indices, strict=True)]
-        return w + self._const_list
+        return list(map(getitem, self._choice_lists, config.indices)) + self._const_list
+
+    @staticmethod
+    def _sum(terms: list[tuple[int, int, int]], w: list[int]) -> int:
+        return sum(c * w[i] * w[j] for c, i, j in terms)
 
     def flops(self, config: ChannelConfig) -> int:
         """FLOPs (MACs) of one config."""
-        w = self._w_list(config)
-        return sum(c * w[i] * w[j] for c, i, j in self._flops_terms)
+        return self._sum(self._flops_terms, self._w_list(config))
 
     def params(self, config: ChannelConfig) -> int:
         """Parameter count of one config."""
-        w = self._w_list(config)
-        quad = sum(c * w[i] * w[j] for c, i, j in self._param_terms)
-        return quad + sum(c * w[i] for c, i in self._lin_terms)
+        return self._sum(self._param_terms, self._w_list(config))
 
 
 @cache
