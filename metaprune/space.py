@@ -260,5 +260,13 @@ class ChannelConfig:
             "widths": self.widths(),
         }
 
+    def __copy__(self) -> ChannelConfig:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ChannelConfig:
+        """An immutable value: a deep copy (DEAP's ``clone``) shares it instead of cloning the
+        whole space (~30 ms for ResNet-50)."""
+        return self
+
     def __repr__(self) -> str:
         return f"ChannelConfig({self.space.family}, widths={list(self.width_tuple())})"
