@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -178,6 +180,11 @@ def test_config_value_semantics() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.indices = (0,) * len(space)  # type: ignore[misc]
     assert a.width_tuple() == tuple(space.widths(a).values())
+    # immutable: copies are the value itself (DEAP clones with deepcopy); pickling keeps equality
+    assert copy.deepcopy(a) is a and copy.copy(a) is a
+    assert copy.deepcopy([a])[0] is a
+    restored = pickle.loads(pickle.dumps(a))
+    assert restored == a and space.widths(restored) == space.widths(a)
 
 
 @pytest.mark.parametrize("name", list_models())
