@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from metaprune.cost.latency import (
+    CLOCKS,
     MODES,
     RUNTIMES,
     LatencyModel,
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--rounds", type=int, default=5)
+    b.add_argument(
+        "--clock",
+        default="wall",
+        choices=CLOCKS,
+        help="wall clock, or the thread's CPU time (CPU, 1 thread; for shared machines)",
+    )
     b.add_argument("--n-fit", type=int, default=10, help="networks to fit the overhead on")
     b.add_argument("--out", required=True, help="table JSON (resumed if partial)")
     v = sub.add_parser("validate", help="compare predictions with end-to-end measurements")
@@ -114,6 +121,7 @@ def _build(a: argparse.Namespace) -> dict[str, Any]:
         warmup=a.warmup,
         repeats=a.repeats,
         rounds=a.rounds,
+        clock=a.clock,
         n_fit=a.n_fit,
         path=a.out,
         progress=progress,

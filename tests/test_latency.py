@@ -207,6 +207,20 @@ def test_build_resumes_a_partial_table(tmp_path):
     assert table.entries[keys[0]] == 123.0  # kept, not re-measured
     assert set(table.entries) == set(keys)
     assert LatencyTable.load(path).complete
+    other = build_latency_table(space, n_fit=2, path=path, clock="cpu", **FAST)
+    assert keys[0] in other.entries and other.entries[keys[0]] != 123.0  # other timing: redone
+
+
+def test_cpu_clock_and_bad_arguments():
+    space = tiny_space(choices=(1.0,))
+    table = build_latency_table(space, n_fit=2, clock="cpu", **FAST)
+    assert table.timing["clock"] == "cpu" and all(v > 0 for v in table.entries.values())
+    with pytest.raises(ValueError, match="threads=1"):
+        build_latency_table(space, clock="cpu", threads=2)
+    with pytest.raises(ValueError, match="unknown latency runtime"):
+        build_latency_table(space, runtime="tflite")
+    with pytest.raises(ValueError, match="n_fit"):
+        build_latency_table(space, n_fit=1)
 
 
 def test_validation_metrics_and_cli(tmp_path):

@@ -51,6 +51,7 @@ from metaprune.space import ChannelConfig, ChannelSpace
 FORMAT = "metaprune-latency/1"
 RUNTIMES = ("torch", "onnxruntime")
 MODES = ("linear", "sum")
+CLOCKS = ("wall", "cpu")
 
 
 class LatencyTableError(ValueError):
@@ -227,18 +228,26 @@ def time_runners(
     warmup: int = 3,
     repeats: int = 5,
     rounds: int = 5,
+    clock: str = "wall",
 ) -> np.ndarray:
     """Median milliseconds per call of each runner.
 
     Every runner is warmed up, then called ``repeats`` times in each of ``rounds`` interleaved
     rounds (runner 1, 2, ..., n, then again), so a burst of load from other processes spreads
-    over many runners instead of ruining one.  CUDA: timed with CUDA events.
+    over many runners instead of ruining one.  CUDA: timed with CUDA events.  ``clock='cpu'``
+    (CPU, one thread only) reads the calling thread's CPU time instead of the wall clock, so
+    time the thread spends preempted by other processes on a shared machine is not counted.
     """
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; choose one of {list(CLOCKS)}")
     if warmup < 0 or repeats < 1 or rounds < 1:
         raise ValueError(
             f"need warmup >= 0, repeats >= 1, rounds >= 1; got {warmup}, {repeats}, {rounds}"
         )
     cuda = torch.device(device).type == "cuda"
+    if cuda and clock == "cpu":
+        raise ValueError("clock='cpu' times the calling CPU thread; use clock='wall' on CUDA")
+    now = time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
     samples = np.empty((len(runners), rounds * repeats))
     for run in runners:
         for _ in range(warmup):
@@ -260,9 +269,9 @@ def time_runners(
                 ]
             else:
                 for k in range(repeats):
-                    t0 = time.perf_counter_ns()
+                    t0 = now()
                     run()
-                    samples[i, r * repeats + k] = (time.perf_counter_ns() - t0) / 1e6
+                    samples[i, r * repeats + k] = (now() - t0) / 1e6
     return np.median(samples, axis=1)
 
 
@@ -282,7 +291,9 @@ class LatencyTable:
     input_shape: tuple[int, int, int]
     act: str
     channels_last: bool = False
-    timing: dict[str, int] = field(default_factory=lambda: {"warmup": 3, "repeats": 5, "rounds": 5})
+    timing: dict[str, Any] = field(
+        default_factory=lambda: {"warmup": 3, "repeats": 5, "rounds": 5, "clock": "wall"}
+    )
     versions: dict[str, str] = field(default_factory=dict)
     entries: dict[EntryKey, float] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
@@ -332,7 +343,7 @@ class LatencyTable:
                 input_shape=tuple(int(v) for v in d["input_shape"]),  # type: ignore[arg-type]
                 act=d["act"],
                 channels_last=bool(d["channels_last"]),
-                timing={k: int(v) for k, v in d["timing"].items()},
+                timing=dict(d["timing"]),
                 versions=dict(d["versions"]),
                 entries=entries,
                 fit=dict(d["fit"]),
@@ -498,6 +509,7 @@ def build_latency_table(
     warmup: int = 3,
     repeats: int = 5,
     rounds: int = 5,
+    clock: str = "wall",
     n_fit: int = 10,
     path: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -514,6 +526,8 @@ def build_latency_table(
     if n_fit < 2:
         raise ValueError(f"need at least 2 networks to fit the overhead, got n_fit={n_fit}")
     dev = torch.device(device)
+    if clock == "cpu" and (dev.type != "cpu" or threads != 1):
+        raise ValueError("clock='cpu' reads one thread's CPU time: it needs device=cpu, threads=1")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available")
     table = LatencyTable(
@@ -528,7 +542,7 @@ def build_latency_table(
         input_shape=space.input_shape,
         act=space.arch.act,
         channels_last=channels_last,
-        timing={"warmup": warmup, "repeats": repeats, "rounds": rounds},
+        timing={"warmup": warmup, "repeats": repeats, "rounds": rounds, "clock": clock},
         versions=_versions(runtime),
     )
     if path is not None and Path(path).is_file():
