@@ -1,0 +1,27 @@
+"""Evolutionary search for the best pruned network under constraints (MetaPruning, sec. 3.3).
+
+``run_search(space, scorer, costs, cfg, out_dir)`` is the core (any scorer, any cost functions);
+``search(cfg, out_dir, pruningnet_path)`` scores with a trained PruningNet (the entry point);
+``load_search(run_dir)`` opens a finished search for a notebook.
+"""
+
+from metaprune.search.config import ScorerConfig, SearchConfig
+from metaprune.search.constraints import Bound, Constraints, InfeasibleConstraintError
+from metaprune.search.evolution import Scorer, default_costs, run_search
+from metaprune.search.pareto import pareto_mask
+from metaprune.search.results import SearchResult, SearchRun, load_search
+
+__all__ = [
+    "Bound",
+    "Constraints",
+    "InfeasibleConstraintError",
+    "Scorer",
+    "ScorerConfig",
+    "SearchConfig",
+    "SearchResult",
+    "SearchRun",
+    "default_costs",
+    "load_search",
+    "pareto_mask",
+    "run_search",
+]

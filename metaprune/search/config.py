@@ -1,0 +1,142 @@
+"""Configuration schema of the ``search`` group (MetaPruning, Liu et al., ICCV 2019, sec. 3.3).
+
+The defaults are the paper's: a population of 50 evolved for 20 generations, the top 10 as
+parents, 25 children by mutation (each gene redrawn with probability 0.1), 25 by uniform
+crossover, the rest drawn at random; candidates violating a constraint are rejected and redrawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+ALGORITHMS = ("ga", "nsga2")
+COSTS = ("flops", "params", "latency")
+
+
+@dataclass
+class ScorerConfig:
+    """How a candidate is scored by the proxy (PruningNet weights, BN recalibration, accuracy)."""
+
+    recalib_batches: int = 16
+    """Training batches cached once and reused to recalibrate BN statistics of every candidate."""
+    recalib_batch_size: int = 64
+    """Images per recalibration batch."""
+    eval_batch_size: int = 1000
+    """Images per forward pass when scoring on the search split (inference mode)."""
+    search_limit: int | None = None
+    """Use at most this many images of the search split (null = all of it)."""
+    racing: bool = True
+    """Stop evaluating a candidate early once it is clearly dominated (see ``scorer.py``)."""
+    racing_slice: float = 0.25
+    """Fraction of the search split seen before the first early-stopping test; it doubles after
+    each test (successive halving) until the whole split is seen."""
+    racing_top_k: int = 10
+    """A candidate stops only when at least this many fully evaluated candidates beat it while
+    costing no more in FLOPs and parameters, so the top-k under any upper-bound constraint are
+    always fully evaluated."""
+    racing_z: float = 2.0
+    """Confidence multiplier: stop only if accuracy + z * standard error is still below them."""
+    fuse_bn: bool = True
+    """Fold BN into the convolutions after recalibration (exact in eval mode, faster)."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    seed: int = 0
+    """Seed of the fixed choice of recalibration batches and of the search-split order."""
+
+
+@dataclass
+class SearchConfig:
+    """The ``search`` config group: algorithm, evolution sizes, constraints, targets, outputs."""
+
+    algorithm: str = "ga"
+    """``ga`` (the paper's constrained evolution) or ``nsga2`` (Pareto front, DEAP NSGA-II)."""
+    population: int = 50
+    """Candidates per generation."""
+    generations: int = 20
+    """Generations per search (the first one is drawn at random)."""
+    parents: int = 10
+    """``ga``: the top-k candidates seen so far that parent the next generation."""
+    mutation_children: int = 25
+    """Children made by mutating one parent."""
+    mutation_prob: float = 0.1
+    """Per-gene probability that mutation redraws the gene's width choice."""
+    crossover_children: int = 25
+    """Children made by uniform crossover of two parents; the population is filled at random."""
+    max_redraws: int = 200
+    """Draws tried per candidate slot before giving up on a constraint-satisfying, unseen one."""
+    seed: int = 0
+    """Seed of the search's random numbers (a search is deterministic given it)."""
+    constraints: dict[str, Any] = field(default_factory=dict)
+    """``{cost: bound or [lower, upper]}`` for cost in flops, params, latency; a number <= 1 is a
+    fraction of the max config, a larger number absolute; strings '50%', '300M', '0.8ms'."""
+    targets: list[Any] = field(default_factory=list)
+    """Bounds on the primary ``cost`` (same rule; each may be a [lower, upper] pair): one winner
+    per target, all from one PruningNet and one shared score cache."""
+    cost: str = "flops"
+    """Primary cost: the one ``targets`` bound and the x axis of the plot."""
+    objectives: list[str] = field(default_factory=lambda: ["flops"])
+    """``nsga2``: costs minimised beside the maximised accuracy."""
+    baseline_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    """Uniform-width baselines scored by the same proxy (the nearest choice of the space)."""
+    resume: bool = False
+    """Continue the search checkpointed in the output directory."""
+    latency_table: str | None = None
+    """Path of a latency table (``metaprune.cost.latency``) enabling the ``latency`` cost."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars (best, mean, front size) per generation."""
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    """Settings of the proxy scorer."""
+
+    def validate(self) -> SearchConfig:
+        """Check value ranges; raises ``ValueError`` naming the bad field."""
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"search.algorithm={self.algorithm!r}; choose one of {ALGORITHMS}")
+        for name in ("population", "generations", "parents", "max_redraws"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("mutation_children", "crossover_children"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"search.{name} must be >= 0, got {getattr(self, name)}")
+        if self.mutation_children + self.crossover_children > self.population:
+            raise ValueError(
+                f"search.mutation_children + crossover_children = "
+                f"{self.mutation_children + self.crossover_children} exceeds the population "
+                f"{self.population}"
+            )
+        if not 0.0 <= self.mutation_prob <= 1.0:
+            raise ValueError(f"search.mutation_prob must be in [0, 1], got {self.mutation_prob}")
+        if self.cost not in COSTS:
+            raise ValueError(f"search.cost={self.cost!r}; choose one of {COSTS}")
+        bad = [o for o in self.objectives if o not in COSTS]
+        if bad or not self.objectives:
+            raise ValueError(f"search.objectives={self.objectives}; choose among {COSTS}")
+        s = self.scorer
+        if not 0.0 < s.racing_slice <= 1.0:
+            raise ValueError(f"search.scorer.racing_slice must be in (0, 1], got {s.racing_slice}")
+        for name in ("recalib_batches", "recalib_batch_size", "eval_batch_size", "racing_top_k"):
+            if getattr(s, name) < 1:
+                raise ValueError(f"search.scorer.{name} must be >= 1, got {getattr(s, name)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_any(cls, cfg: SearchConfig | Mapping[str, Any] | DictConfig | None) -> SearchConfig:
+        """A validated config from a dataclass, a dict or an OmegaConf node (unknown keys fail)."""
+        if isinstance(cfg, SearchConfig):
+            return cfg.validate()
+        merged = OmegaConf.merge(OmegaConf.structured(cls), cfg or {})
+        out = OmegaConf.to_object(merged)
+        assert isinstance(out, SearchConfig)
+        return out.validate()
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...]) -> list[str]:
+    """Names of the fields of two ``SearchConfig.to_dict()`` that differ (minus ``ignore``)."""
+    names = {f.name for f in fields(SearchConfig)} - set(ignore)
+    return sorted(n for n in names if a.get(n) != b.get(n))

@@ -1,0 +1,227 @@
+"""Evolutionary search (GA, NSGA-II, constraints, targets, cache, resume, results) with a cheap
+analytic scorer, and the proxy scorer on a tiny PruningNet."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from metaprune import create_space
+from metaprune.io import CheckpointError
+from metaprune.search import (
+    InfeasibleConstraintError,
+    SearchConfig,
+    default_costs,
+    load_search,
+    pareto_mask,
+    run_search,
+)
+from metaprune.search.constraints import parse_bound, parse_value
+
+SMALL = {
+    "population": 12,
+    "generations": 4,
+    "parents": 4,
+    "mutation_children": 5,
+    "crossover_children": 5,
+    "tensorboard": False,
+}
+
+
+@pytest.fixture(scope="module")
+def space():
+    return create_space("resnet20", width_mult=0.5, input_size=8, num_classes=5)
+
+
+class Analytic:
+    """A smooth, saturating function of the width ratios (genes weighted unequally), counting
+    how often each network is scored; ``fail_at`` raises on that call to simulate a kill."""
+
+    def __init__(self, space, fail_at: int | None = None) -> None:
+        self.w = np.linspace(2.0, 0.5, len(space.genes))
+        self.counts: Counter = Counter()
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def score(self, configs):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise KeyboardInterrupt("simulated kill")
+        out = []
+        for c in configs:
+            self.counts[c.width_tuple()] += 1
+            r = np.array(c.ratios())
+            out.append(float(self.w @ np.sqrt(r) / self.w.sum()))
+        return out
+
+
+def cfg(**kw) -> SearchConfig:
+    return SearchConfig(**{**SMALL, **kw})
+
+
+def go(space, tmp_path, name="run", scorer=None, **kw):
+    scorer = scorer or Analytic(space)
+    return run_search(space, scorer, default_costs(space), cfg(**kw), tmp_path / name), scorer
+
+
+def test_bound_rule():
+    assert parse_value(0.5, 1000.0, "x") == 500.0
+    assert parse_value(1, 1000.0, "x") == 1000.0
+    assert parse_value(2000, 1000.0, "x") == 2000.0
+    assert parse_value("50%", 1000.0, "x") == 500.0
+    assert parse_value("3M", 1000.0, "x") == 3e6
+    assert parse_value("0.8ms", 1000.0, "x") == 0.8
+    b = parse_bound("flops", [0.4, "600"], 1000.0, "x")
+    assert (b.lower, b.upper) == (400.0, 600.0)
+    assert parse_bound("flops", [None, 0.5], 1000.0, "x").lower is None
+    for bad in ("half", -1, 0, [0.6, 0.4], [1, 2, 3], True):
+        with pytest.raises(ValueError):
+            parse_bound("flops", bad, 1000.0, "x")
+
+
+def test_ga_candidates_and_winner_meet_constraints(space, tmp_path):
+    run, _ = go(space, tmp_path, constraints={"flops": [0.3, 0.6], "params": 0.7})
+    mf, mp_ = run.meta["max_cost"]["flops"], run.meta["max_cost"]["params"]
+    searched = [r for r in run.table() if r["stage"] != "baseline"]
+    assert len(searched) == SMALL["population"] * SMALL["generations"]
+    for r in searched:
+        assert 0.3 * mf <= r["flops"] <= 0.6 * mf and r["params"] <= 0.7 * mp_
+    (w,) = run.winners
+    best = w["best"]
+    assert 0.3 * mf <= best["flops"] <= 0.6 * mf and best["params"] <= 0.7 * mp_
+    ok = [r for r in run.table() if 0.3 * mf <= r["flops"] <= 0.6 * mf and r["params"] <= 0.7 * mp_]
+    assert best["accuracy"] == max(r["accuracy"] for r in ok)  # baselines compete too
+    # evolution improves on its random first generation
+    gen0 = max(r["accuracy"] for r in searched if r["generation"] == 0)
+    assert best["accuracy"] > gen0
+
+
+def test_targets_share_one_cache(space, tmp_path):
+    run, scorer = go(space, tmp_path, targets=[0.25, 0.5, 0.75])
+    assert scorer.counts and max(scorer.counts.values()) == 1  # no network scored twice
+    assert len(run.table()) == len(scorer.counts)
+    mf = run.meta["max_cost"]["flops"]
+    accs = []
+    for w, t in zip(run.winners, [0.25, 0.5, 0.75], strict=True):
+        assert w["target"] == t and w["best"]["flops"] <= t * mf
+        accs.append(w["best"]["accuracy"])
+    assert accs == sorted(accs)  # looser targets see every config tighter ones saw
+    stages = {r["stage"] for r in run.table()}
+    assert stages == {"baseline", "target_0", "target_1", "target_2"}
+    # a later stage revisiting a config of an earlier stage reuses its score
+    assert sum(scorer.counts.values()) == len(run.table())
+
+
+def test_nsga2_front_non_dominated_with_extremes(space, tmp_path):
+    run, _ = go(space, tmp_path, algorithm="nsga2", objectives=["flops", "params"], constraints={})
+    rows = run.table()
+    front = run.front
+    assert front
+    pts = [(r["accuracy"], r["flops"], r["params"]) for r in front]
+    for a, b in itertools.permutations(pts, 2):
+        dominates = a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2] and a != b
+        assert not dominates, (a, b)
+    ids = {r["id"] for r in front}
+    top = max(r["accuracy"] for r in rows)
+    cheap = min(r["flops"] for r in rows)
+    assert any(r["accuracy"] == top for r in front)
+    assert any(r["flops"] == cheap for r in front)
+    # everything off the front is dominated by a front member
+    for r in rows:
+        if r["id"] not in ids:
+            assert any(
+                f["accuracy"] >= r["accuracy"]
+                and f["flops"] <= r["flops"]
+                and f["params"] <= r["params"]
+                for f in front
+            )
+
+
+def test_pareto_mask_brute_force():
+    rng = np.random.default_rng(0)
+    acc, cost = rng.random(200).round(2), rng.random((200, 2)).round(2)
+    mask = pareto_mask(acc, cost, chunk=64)
+    for i in range(200):
+        dom = any(
+            acc[j] >= acc[i]
+            and (cost[j] <= cost[i]).all()
+            and (acc[j] > acc[i] or (cost[j] < cost[i]).any())
+            for j in range(200)
+        )
+        assert mask[i] == (not dom)
+
+
+def test_deterministic_given_seed(space, tmp_path):
+    a, _ = go(space, tmp_path, "a", seed=3)
+    b, _ = go(space, tmp_path, "b", seed=3)
+    c, _ = go(space, tmp_path, "c", seed=4)
+    assert a.table() == b.table()
+    assert [r["genes"] for r in a.table()] != [r["genes"] for r in c.table()]
+
+
+@pytest.mark.parametrize("algorithm", ["ga", "nsga2"])
+def test_kill_and_resume_equals_uninterrupted(space, tmp_path, algorithm):
+    kw = {"algorithm": algorithm, "targets": [0.4, 0.7] if algorithm == "ga" else []}
+    full, done = go(space, tmp_path, "full", **kw)
+    fail_at = done.calls - 2  # killed inside a late generation
+    with pytest.raises(KeyboardInterrupt):
+        go(space, tmp_path, "killed", scorer=Analytic(space, fail_at=fail_at), **kw)
+    with pytest.raises(CheckpointError, match="resume"):
+        go(space, tmp_path, "killed", **kw)  # refuses to overwrite without resume
+    with pytest.raises(CheckpointError, match="population"):
+        go(space, tmp_path, "killed", resume=True, **{**kw, "population": 13})
+    resumed, scorer = go(space, tmp_path, "killed", resume=True, **kw)
+    assert scorer.calls == 3  # the killed generation and the two after it
+    assert resumed.table() == full.table()
+    assert resumed.winners == full.winners
+
+
+def test_impossible_constraint_names_smallest_value(space, tmp_path):
+    smallest = default_costs(space)["flops"]([space.min()])[0]
+    with pytest.raises(InfeasibleConstraintError, match=f"smallest reachable flops is {smallest}"):
+        go(space, tmp_path, constraints={"flops": 0.001})
+    with pytest.raises(InfeasibleConstraintError, match="smallest reachable"):
+        go(space, tmp_path, "t", targets=[0.5, 10])
+    with pytest.raises(InfeasibleConstraintError, match="largest reachable"):
+        go(space, tmp_path, "l", constraints={"params": ["2G", None]})
+    with pytest.raises(ValueError, match="latency"):
+        go(space, tmp_path, "lat", constraints={"latency": 0.5})
+    assert not (tmp_path / "run").exists()  # reported before anything is scored or written
+
+
+def test_load_search_round_trip(space, tmp_path):
+    run, _ = go(space, tmp_path, targets=[0.5], tensorboard=True)
+    d = tmp_path / "run"
+    for f in ("scored.csv", "scored.jsonl", "winners.json", "pareto.json", "pareto.png"):
+        assert (d / f).stat().st_size > 0
+    assert any((d / "tb").iterdir())
+    back = load_search(d)
+    assert back.table() == run.table()
+    assert back.winners == run.winners
+    assert back.best(flops=0.5) == run.winners[0]["best"]
+    assert back.config(back.winners[0]["best"]).indices == tuple(run.winners[0]["best"]["genes"])
+    assert [b["ratio"] for b in back.baselines] == [0.25, 0.49, 0.76, 1.0]
+    assert back.pareto(("flops",), flops=0.5) == run.pareto(("flops",), flops=0.5)
+    assert len(back.table()) == len((d / "scored.csv").read_text().splitlines()) - 1
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pandas"):
+            back.dataframe()
+    else:
+        assert len(back.dataframe()) == len(back.table())
+    with pytest.raises(CheckpointError, match="no finished search"):
+        load_search(tmp_path / "nothing")
+
+
+def test_bad_config_rejected():
+    with pytest.raises(ValueError, match="algorithm"):
+        SearchConfig.from_any({"algorithm": "sa"})
+    with pytest.raises(ValueError, match="exceeds the population"):
+        replace(SearchConfig(), mutation_children=40).validate()
+    with pytest.raises(Exception, match="populaton"):
+        SearchConfig.from_any({"populaton": 3})
