@@ -78,8 +78,10 @@ def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any)
     bound = sig.bind(**opts)
     bound.apply_defaults()
     args = bound.arguments
-    if "width_mult" in args and not args["width_mult"] > 0:
-        raise ValueError(f"width_mult must be positive, got {args['width_mult']}")
+    if "width_mult" in args:
+        if not args["width_mult"] > 0:
+            raise ValueError(f"width_mult must be positive, got {args['width_mult']}")
+        args["width_mult"] = float(args["width_mult"])  # 1 and 1.0: one space, one fingerprint
     if "in_chans" in args and not args["in_chans"] >= 1:
         raise ValueError(f"in_chans must be at least 1, got {args['in_chans']}")
     arch, max_widths = fn(**args)
