@@ -202,6 +202,13 @@ def test_json_round_trip(name: str) -> None:
     assert rebuilt.from_json(text) == cfg
 
 
+def test_fingerprint_ignores_int_vs_float_width_mult() -> None:
+    # a YAML config may say width_mult: 1 where another says 1.0
+    assert (
+        create_space("resnet20", width_mult=1).fingerprint == create_space("resnet20").fingerprint
+    )
+
+
 def test_from_json_refuses_another_space() -> None:
     a = create_space("resnet20")
     b = create_space("resnet20", choices=[0.5, 1.0])
