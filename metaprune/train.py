@@ -1,0 +1,212 @@
+"""Train a PruningNet by stochastic structure sampling (MetaPruning, Liu et al., ICCV 2019, sec. 3.2).
+
+Each step draws the configs of :class:`~metaprune.pruningnet.ConfigSampler` (one uniform config
+per step as in the paper; optionally FLOPs-uniform and/or the sandwich max + min), runs the batch
+through the PruningNet with weights generated for each, and back-propagates the mean loss into
+the meta blocks.  After every epoch the max, min and uniform-0.5 networks (0.5: the choice nearest
+to it) are generated, their BN statistics recalibrated on cached training batches (sec. 3.3), and
+scored on the ``search`` split; the accuracies go to TensorBoard and ``metrics.json``.
+
+``train(cfg, out_dir)`` is what ``metaprune train`` and a notebook call.  The run directory holds
+``checkpoint.pt`` (resume state, each epoch), ``pruningnet.pt`` (the final hypernetwork with its
+space and options as plain JSON), ``metrics.json`` and ``tb/``.  A finished run called again
+returns its metrics without training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from metaprune.config import _plain, build_space, to_dataclass
+from metaprune.data import build_datasets, make_loader
+from metaprune.engine import (
+    OptimConfig,
+    Runtime,
+    SchedConfig,
+    TrainConfig,
+    Trainer,
+    evaluate,
+    recalibrate_bn,
+    require_fingerprint,
+    seed_everything,
+)
+from metaprune.engine.checkpoint import FORMAT as TRAIN_STATE_FORMAT
+from metaprune.engine.trainer import StepFn
+from metaprune.io import CheckpointError, atomic_torch_save, atomic_write_json, safe_torch_load
+from metaprune.models import build_pruned, create_space
+from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
+from metaprune.space import ChannelConfig, ChannelSpace
+
+log = logging.getLogger(__name__)
+
+PRUNINGNET_FILE = "pruningnet.pt"
+METRICS_FILE = "metrics.json"
+FORMAT = "metaprune.pruningnet/1"
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def run_fingerprint(space: ChannelSpace, pcfg: PruningNetConfig) -> str:
+    """Identity of a PruningNet training run: the space and the hypernetwork's options."""
+    affine = "-affine" if pcfg.bn_affine else ""
+    return f"{space.family}:{space.fingerprint}:{pcfg.encoding}-h{pcfg.hidden}{affine}"
+
+
+def pruningnet_step(sampler: ConfigSampler) -> StepFn:
+    """The training step: mean loss of the PruningNet over the configs ``sampler`` draws."""
+
+    def step(model, x, y, rng, loss_fn):
+        configs = sampler.sample(rng)
+        return sum(loss_fn(model(x, c), y) for c in configs) / len(configs)
+
+    return step
+
+
+def reference_configs(space: ChannelSpace) -> dict[str, ChannelConfig]:
+    """The configs validated each epoch: ``max``, ``min`` and ``uniform0.5`` (every gene at the
+    choice nearest to 0.5)."""
+    mid = min(space.ratios, key=lambda r: abs(r - 0.5))
+    return {"max": space.max(), "min": space.min(), "uniform0.5": space.uniform(mid)}
+
+
+def score_config(
+    pnet: PruningNet,
+    config: ChannelConfig,
+    recalib: Iterable[Batch],
+    batches: Iterable[Batch],
+) -> float:
+    """Top-1 accuracy of ``config`` with generated weights, after BN recalibration on
+    ``recalib`` (sec. 3.3), over ``batches``."""
+    device = pnet.classifier.weight.device
+    net = build_pruned(pnet.space, config, device=device)
+    net.load_state_dict(pnet.generate(config))
+    recalibrate_bn(net, recalib)
+    return evaluate(net, batches)[0]
+
+
+def _finished(out_dir: Path, fingerprint: str, epochs: int) -> dict[str, Any] | None:
+    path = out_dir / METRICS_FILE
+    if not (path.is_file() and (out_dir / PRUNINGNET_FILE).is_file()):
+        return None
+    metrics = json.loads(path.read_text())
+    require_fingerprint(path, metrics.get("fingerprint"), fingerprint)
+    return metrics if metrics.get("epochs", 0) >= epochs else None
+
+
+def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Train the PruningNet of ``cfg`` (groups model, space, data, pruningnet, optim, sched,
+    train) into ``out_dir``; returns the metrics also written to ``metrics.json``."""
+    out_dir = Path(out_dir)
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    tcfg = to_dataclass(TrainConfig, cfg.get("train"))
+    pcfg = to_dataclass(PruningNetConfig, cfg.get("pruningnet"))
+    rt = Runtime.setup(tcfg.device, tcfg.amp, tcfg.channels_last)
+    data = build_datasets(cfg.data)
+    space = build_space(cfg.model, cfg.get("space"), data.input_shape, data.num_classes)
+    fingerprint = run_fingerprint(space, pcfg)
+    done = _finished(out_dir, fingerprint, tcfg.epochs)
+    if done is not None:
+        log.info("%s already holds a finished PruningNet run; skipping", out_dir)
+        return done
+
+    seed_everything(tcfg.seed)
+    pnet = create_pruningnet(space, **asdict(pcfg))
+    loader = make_loader(
+        data.train,
+        tcfg.batch_size,
+        train=True,
+        device=rt.device,
+        seed=tcfg.seed,
+        rank=rt.rank,
+        world_size=rt.world_size,
+        channels_last=rt.channels_last,
+    )
+    recal_loader = make_loader(
+        data.train, tcfg.batch_size, train=True, device=rt.device, seed=tcfg.seed + 1
+    )
+    recalib = list(itertools.islice(recal_loader, tcfg.recalib_batches))
+    val_loader = make_loader(data.search, tcfg.eval_batch_size, train=False, device=rt.device)
+    refs = reference_configs(space)
+
+    def validate(model: PruningNet) -> dict[str, float]:
+        return {
+            f"acc_{k}": score_config(
+                model, c, recalib, itertools.islice(val_loader, tcfg.val_batches)
+            )
+            for k, c in refs.items()
+        }
+
+    trainer = Trainer(
+        pnet,
+        loader,
+        out_dir,
+        train=tcfg,
+        optim=to_dataclass(OptimConfig, cfg.get("optim")),
+        sched=to_dataclass(SchedConfig, cfg.get("sched")),
+        step_fn=pruningnet_step(ConfigSampler(space, tcfg.sampling, tcfg.sandwich)),
+        validate_fn=validate if len(data.search) else None,
+        fingerprint=fingerprint,
+        meta={"space": space.describe(), "pruningnet": asdict(pcfg), "config": _plain(cfg)},
+        runtime=rt,
+    )
+    result = trainer.fit()
+    metrics = {
+        "fingerprint": fingerprint,
+        "space": space.describe(),
+        "pruningnet": asdict(pcfg),
+        "reference_widths": {k: list(c.width_tuple()) for k, c in refs.items()},
+        **result,
+    }
+    if rt.is_main:
+        atomic_torch_save(
+            out_dir / PRUNINGNET_FILE,
+            {
+                "format": FORMAT,
+                "space": space.describe(),
+                "pruningnet": asdict(pcfg),
+                "state_dict": pnet.state_dict(),
+            },
+        )
+        atomic_write_json(out_dir / METRICS_FILE, metrics)
+    rt.barrier()
+    return metrics
+
+
+def load_pruningnet(
+    path: str | os.PathLike, space: ChannelSpace | None = None, map_location: Any = "cpu"
+) -> PruningNet:
+    """The PruningNet saved by :func:`train`: ``path`` is ``pruningnet.pt``, a training
+    ``checkpoint.pt`` or the run directory.  The space is rebuilt from the file's plain JSON with
+    ``create_space``; a file whose space fingerprint differs from the rebuilt one, or from
+    ``space`` when given, is refused with :class:`~metaprune.io.CheckpointError`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PRUNINGNET_FILE
+    state = safe_torch_load(path, map_location=map_location)
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt == FORMAT:
+        desc, options, weights = state["space"], state["pruningnet"], state["state_dict"]
+    elif fmt == TRAIN_STATE_FORMAT and "pruningnet" in state["meta"]:
+        meta = state["meta"]
+        desc, options, weights = meta["space"], meta["pruningnet"], state["model"]
+    else:
+        raise CheckpointError(f"{path} is not a PruningNet checkpoint")
+    rebuilt = create_space(desc["family"], choices=desc["ratios"], **desc["options"])
+    require_fingerprint(path, desc["fingerprint"], rebuilt.fingerprint)
+    if space is not None:
+        require_fingerprint(path, desc["fingerprint"], space.fingerprint)
+    pnet = create_pruningnet(rebuilt, **options)
+    try:
+        pnet.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the PruningNet it describes: {e}") from e
+    return pnet
