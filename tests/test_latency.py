@@ -207,6 +207,8 @@ def test_build_resumes_a_partial_table(tmp_path):
     assert table.entries[keys[0]] == 123.0  # kept, not re-measured
     assert set(table.entries) == set(keys)
     assert LatencyTable.load(path).complete
+    again = build_latency_table(space, n_fit=2, path=path, **FAST)  # complete: returned as is
+    assert again.to_dict() == table.to_dict()
     other = build_latency_table(space, n_fit=2, path=path, clock="cpu", **FAST)
     assert keys[0] in other.entries and other.entries[keys[0]] != 123.0  # other timing: redone
 

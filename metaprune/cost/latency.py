@@ -516,8 +516,9 @@ def build_latency_table(
 ) -> LatencyTable:
     """Measure every entry ``space`` needs on ``device``, then fit the whole-network overhead.
 
-    With ``path`` the table is saved atomically after every chunk of entries, and a partial table
-    found there (same space, device, runtime, batch, threads) is resumed rather than re-measured.
+    With ``path`` the table is saved atomically after every chunk of entries, and a table found
+    there for the same target (space, device, runtime, batch, threads, timing) is resumed when
+    partial and returned as is when complete.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown latency runtime {runtime!r}; choose one of {list(RUNTIMES)}")
@@ -547,6 +548,8 @@ def build_latency_table(
     )
     if path is not None and Path(path).is_file():
         old = LatencyTable.load(path)
+        if _same_target(old, table) and old.complete:
+            return old
         if _same_target(old, table):
             table.entries, table.build_seconds = old.entries, old.build_seconds
     t0 = time.perf_counter() - table.build_seconds

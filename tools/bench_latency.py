@@ -1,0 +1,56 @@
+"""Build and validate CPU latency tables for MobileNetV2 and ResNet-20 (CIFAR stem, 32x32).
+
+For each model: build the table (resumed from ``--out-dir`` when a partial or finished one is
+there), measure ``--n`` random configs end to end, and report the table build time, MAPE, the
+share of configs within +-10% and Kendall tau for both predictor modes; writes the scatter plot
+PNG to ``--plot-dir`` and the full results JSON to ``--out-dir``.
+
+    python tools/bench_latency.py --clock cpu --n 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+from metaprune.cost.latency import CLOCKS, LatencyModel, build_latency_table, validate_latency
+from metaprune.io import atomic_write_json
+from metaprune.latency_cli import plot_validation
+from metaprune.models import create_space
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
+    p.add_argument("--clock", default="cpu", choices=CLOCKS)
+    p.add_argument("--n", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=10, help="timing rounds of the validation")
+    p.add_argument("--out-dir", default="outputs/latency")
+    p.add_argument("--plot-dir", default="docs")
+    a = p.parse_args()
+    rows = []
+    for name in a.models:
+        space = create_space(name, stem="cifar")
+        table_path = Path(a.out_dir) / f"cpu_{name}.json"
+        table = build_latency_table(space, clock=a.clock, path=table_path)
+        result = validate_latency(LatencyModel(table, space), n=a.n, seed=0, rounds=a.rounds)
+        result.update(family=name, device=table.device, build_seconds=table.build_seconds)
+        atomic_write_json(Path(a.out_dir) / f"validate_cpu_{name}.json", result)
+        title = f"{name} CIFAR 32px, CPU 1 thread, batch 1 ({a.clock} clock)"
+        plot_validation(result, Path(a.plot_dir) / f"latency_cpu_{name}.png", title)
+        for mode, r in result["modes"].items():
+            rows.append(
+                f"| {name} | {len(table.entries)} | {table.build_seconds:.0f} | {mode} "
+                f"| {r['mape']:.2f} | {r['within10']:.0f} | {r['tau']:.3f} | {r['max_ape']:.1f} |"
+            )
+    print(f"date: {datetime.date.today()}, device: {table.device}, clock: {a.clock}")
+    print("| model | entries | build s | mode | MAPE % | within 10 % | Kendall tau | max APE % |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print(json.dumps({"n": a.n, "rounds": a.rounds}))
+
+
+if __name__ == "__main__":
+    main()
