@@ -1,0 +1,93 @@
+"""The ``metaprune`` command: ``train``, ``search``, ``retrain``, ``pipeline`` are Hydra apps.
+
+``metaprune <command> [key=value ...]`` composes ``conf/config.yaml`` with the overrides (e.g.
+``experiment=quickstart search.targets=[0.25,0.5]``); every command reads and writes the run
+directory ``outputs/<run_name>`` (``train/``, ``search/``, ``retrain/<label>/``), so the commands
+chain and a killed one resumes where it stopped.  ``metaprune latency build|validate`` measures
+latency tables (plain argparse, see ``metaprune latency --help``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from metaprune.config import register_configs
+
+USAGE = """usage: metaprune {train,search,retrain,pipeline} [key=value ...]
+       metaprune latency {build,validate} [options]
+
+  train     train a PruningNet by stochastic structure sampling       -> <run_dir>/train
+  search    evolutionary search with the trained PruningNet           -> <run_dir>/search
+  retrain   retrain a searched (or uniform) config from scratch        -> <run_dir>/retrain/<label>
+  pipeline  train -> search -> retrain winners and baselines -> export -> summary
+  latency   build or validate a measured latency look-up table
+
+Hydra overrides follow the command, e.g.  metaprune pipeline experiment=quickstart
+Add --cfg job to print the composed configuration, --help for Hydra's help.
+"""
+
+
+def _run_train(cfg: DictConfig) -> None:
+    from metaprune.train import train
+
+    train(cfg, Path(cfg.run_dir) / "train")
+
+
+def _run_search(cfg: DictConfig) -> None:
+    from metaprune.search import search
+
+    pnet = cfg.search.pruningnet or str(Path(cfg.run_dir) / "train")
+    search(cfg, Path(cfg.run_dir) / "search", pnet)
+
+
+def _run_retrain(cfg: DictConfig) -> None:
+    from metaprune.retrain import retrain, retrain_label
+
+    retrain(cfg, Path(cfg.run_dir) / "retrain" / retrain_label(cfg))
+
+
+def _run_pipeline(cfg: DictConfig) -> None:
+    from metaprune.pipeline import pipeline
+
+    pipeline(cfg, Path(cfg.run_dir))
+
+
+_COMMANDS: dict[str, Callable[[DictConfig], None]] = {
+    "train": _run_train,
+    "search": _run_search,
+    "retrain": _run_retrain,
+    "pipeline": _run_pipeline,
+}
+
+
+def _hydra_app(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
+    return hydra.main(config_path="conf", config_name="config", version_base="1.3")(fn)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``metaprune`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "latency":
+        from metaprune.cost.latency_cli import latency_main
+
+        latency_main(rest)
+        return
+    if cmd not in _COMMANDS:
+        print(f"metaprune: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+    register_configs()
+    sys.argv = [f"metaprune {cmd}", *rest]
+    _hydra_app(_COMMANDS[cmd])()
+
+
+if __name__ == "__main__":
+    main()
