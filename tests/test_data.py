@@ -22,6 +22,7 @@ from metaprune.data import (
     split_train_search,
 )
 from metaprune.data import cifar as cifar_module
+from metaprune.data import fashion_mnist as fashion_mnist_module
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
@@ -258,6 +259,20 @@ def test_missing_root_names_path_and_remedy(tmp_path):
     assert "cifar10-jpeg" in str(e.value)
     with pytest.raises(DataError, match="nowhere"):
         build_datasets({"name": "imagefolder", "root": str(nowhere)})
+
+
+def test_download_failure_is_one_clear_error(tmp_path, monkeypatch):
+    def offline(root):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(fashion_mnist_module, "download_fashion_mnist", offline)
+    with pytest.raises(DataError, match=r"downloading fashion_mnist into .*no route to host"):
+        build_datasets({"name": "fashion_mnist", "root": str(tmp_path), "download": True})
+    got = []
+    monkeypatch.setattr(fashion_mnist_module, "download_fashion_mnist", got.append)
+    with pytest.raises(DataError, match="not found"):  # nothing appeared where it downloaded
+        build_datasets({"name": "fashion_mnist", "root": str(tmp_path), "download": True})
+    assert got == [tmp_path]
 
 
 @pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")

@@ -15,7 +15,7 @@ subset of each split, for runs on a small budget; the splits stay disjoint.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ DEFAULT_ROOTS = {
     "fashion_mnist": ("/usr/share/datasets/fashion-mnist", "data/fashion_mnist"),
     "cifar10": ("data/cifar10", "data"),
 }
+DOWNLOAD_ROOTS = {"fashion_mnist": "data/fashion_mnist", "cifar10": "data/cifar10"}
 
 
 @dataclass
@@ -161,17 +162,26 @@ def _limit(images: ImageSet, limit: int | None, seed: int, stream: int, what: st
     return images.subset(idx)
 
 
-def _resolve_root(cfg: DataConfig, find: Any, how_to_get: str) -> Path:
-    """The first candidate root holding the data (``find(root)`` not None), downloading into
-    the first candidate when allowed."""
-    candidates = (
-        [Path(cfg.root)] if cfg.root is not None else [Path(p) for p in DEFAULT_ROOTS[cfg.name]]
-    )
+def _find_or_download(
+    cfg: DataConfig,
+    find: Callable[[Path], object],
+    download: Callable[[Path], None],
+    how_to_get: str,
+) -> Path:
+    """The first candidate root where ``find`` finds the data (``cfg.root``, else the data set's
+    defaults); with ``cfg.download``, torchvision's downloader fills ``cfg.root`` or the default
+    download folder instead."""
+    candidates = [Path(p) for p in ([cfg.root] if cfg.root else DEFAULT_ROOTS[cfg.name])]
     for root in candidates:
         if find(root) is not None:
             return root
     if cfg.download:
-        return candidates[0]
+        root = Path(cfg.root or DOWNLOAD_ROOTS[cfg.name])
+        try:
+            download(root)
+        except Exception as e:  # no internet, a proxy, a full disk: one message
+            raise DataError(f"downloading {cfg.name} into {root} failed ({e}): {how_to_get}") from e
+        return root
     tried = ", ".join(str(p) for p in candidates)
     missing = [str(p) for p in candidates if not p.exists()]
     state = f" ({', '.join(missing)} does not exist)" if missing else ""
@@ -183,17 +193,18 @@ def _load(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
     if cfg.name in ("fashion_mnist", "cifar10") and cfg.image_size is not None:
         raise DataError(f"data.image_size applies to imagefolder and fake, not to {cfg.name}")
     if cfg.name == "fashion_mnist":
-        root = _resolve_root(cfg, fashion_mnist.find_root, fashion_mnist.HOW_TO_GET)
-        if fashion_mnist.find_root(root) is None:
-            fashion_mnist.download_fashion_mnist(root)
+        root = _find_or_download(
+            cfg,
+            fashion_mnist.find_root,
+            fashion_mnist.download_fashion_mnist,
+            fashion_mnist.HOW_TO_GET,
+        )
         return (
             fashion_mnist.load_fashion_mnist(root, "train"),
             fashion_mnist.load_fashion_mnist(root, "test"),
         )
     if cfg.name == "cifar10":
-        root = _resolve_root(cfg, cifar.find_layout, cifar.HOW_TO_GET)
-        if cifar.find_layout(root) is None:
-            cifar.download_cifar10(root)
+        root = _find_or_download(cfg, cifar.find_layout, cifar.download_cifar10, cifar.HOW_TO_GET)
         return cifar.load_cifar10(root, "train"), cifar.load_cifar10(root, "test")
     if cfg.name == "imagefolder":
         if cfg.root is None:

@@ -119,5 +119,4 @@ def download_fashion_mnist(root: Path) -> None:
     """torchvision's downloader into ``root/FashionMNIST/raw`` (needs internet)."""
     from torchvision.datasets import FashionMNIST
 
-    for train in (True, False):
-        FashionMNIST(str(root), train=train, download=True)
+    FashionMNIST(str(root), download=True)  # fetches the train and the test files
