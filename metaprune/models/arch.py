@@ -161,15 +161,19 @@ class PrunedBlock(nn.Module):
 
 
 class PrunedNet(nn.Module):
-    """An ordinary network with the concrete widths of one channel configuration."""
+    """An ordinary network with the concrete widths of one channel configuration.
 
-    def __init__(self, arch: Arch, widths: Mapping[str, int]) -> None:
+    ``init=False`` skips the weight initialisation: for skeletons on the meta device whose
+    tensors are supplied at call time (the PruningNet), where ``normal_`` is slow.
+    """
+
+    def __init__(self, arch: Arch, widths: Mapping[str, int], init: bool = True) -> None:
         super().__init__()
         self.features = nn.Sequential(*(PrunedBlock(b, widths, arch.act) for b in arch.blocks))
         self.pool = nn.AdaptiveAvgPool2d(1)
         last = resolve(arch.blocks[-1].body[-1].cout, widths)
         self.classifier = nn.Linear(last, arch.num_classes)
-        for m in self.modules():
+        for m in self.modules() if init else ():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.Linear):
