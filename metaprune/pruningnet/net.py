@@ -15,7 +15,7 @@ selected by the width's index in ``Gene.unique_widths``, so configs with equal w
 network), non-affine by default as in the official code.
 
 There is one forward definition: :meth:`PruningNet.forward` runs the family's plain
-:class:`~metaprune.models.arch.PrunedNet` (a skeleton on the meta device, cached per width tuple)
+:class:`~metaprune.models.arch.PrunedNet` (one skeleton on the meta device, shared by all configs)
 through ``torch.func.functional_call`` with the generated tensors.  :meth:`PruningNet.generate`
 returns those same tensors as a state dict that ``build_pruned(space, config)`` loads strictly.
 The config is always an argument; no module holds an "active" sub-network.
@@ -23,8 +23,8 @@ The config is always an argument; no module holds an "active" sub-network.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -35,7 +35,6 @@ from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
 from metaprune.space import ChannelConfig, ChannelSpace
 
 ENCODINGS = ("layer", "global")
-_SKELETON_CACHE = 64
 
 
 @dataclass
@@ -82,23 +81,18 @@ class PruningNet(nn.Module):
             self.meta[_key(ly.name)] = MetaConv(
                 in_dim, cfg.hidden, cout, cin, ly.kernel, ly.depthwise, ones
             )
-            self.bn[_key(ly.name)] = ChoiceBN(self._num_choices(ly.cout), cout, cfg.bn_affine)
+            self.bn[_key(ly.name)] = ChoiceBN(len(self._bn_widths(ly.cout)), cout, cfg.bn_affine)
         self.classifier = nn.Linear(resolve(linear.cin, self._max), space.num_classes)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier.bias)
-        self._skeletons: OrderedDict[tuple[int, ...], PrunedNet] = OrderedDict()
 
-    def _num_choices(self, dim: Dim) -> int:
+    def _bn_widths(self, dim: Dim) -> tuple[int, ...]:
+        """The widths a BN over ``dim`` can have; a config picks its row by index in these."""
         return (
-            1
+            (dim,)
             if isinstance(dim, int)
-            else len(self.space.genes[self.space.gene_index[dim]].unique_widths)
+            else self.space.genes[self.space.gene_index[dim]].unique_widths
         )
-
-    def _choice(self, dim: Dim, width: int) -> int:
-        if isinstance(dim, int):
-            return 0
-        return self.space.genes[self.space.gene_index[dim]].unique_widths.index(width)
 
     def _encodings(self, widths: dict[str, int]) -> torch.Tensor:
         """(n_convs, d) meta block inputs for the widths of one config."""
@@ -112,31 +106,39 @@ class PruningNet(nn.Module):
             rows = [[ratio(g.name) for g in self.space.genes]] * len(self._convs)
         return torch.tensor(rows, device=self.classifier.weight.device)
 
-    def _tensors(self, config: ChannelConfig) -> dict[str, torch.Tensor]:
-        """Every parameter and buffer of ``build_pruned(space, config)``, generated or selected."""
-        widths = self.space.widths(config)
+    def _tensors(self, widths: dict[str, int]) -> dict[str, torch.Tensor]:
+        """Every parameter and buffer of the plain network of ``widths``, generated or selected."""
         enc = self._encodings(widths)
         out: dict[str, torch.Tensor] = {}
         for i, ly in enumerate(self._convs):
             cin, cout = resolve(ly.cin, widths), resolve(ly.cout, widths)
             out[f"{ly.name}.0.weight"] = self.meta[_key(ly.name)](enc[i], cout, cin)
-            bn = self.bn[_key(ly.name)].tensors(self._choice(ly.cout, cout), cout)
+            bn = self.bn[_key(ly.name)].tensors(self._bn_widths(ly.cout).index(cout), cout)
             out.update({f"{ly.name}.1.{k}": v for k, v in bn.items()})
         last = resolve(self.space.arch.layers[-1].cin, widths)
         out["classifier.weight"] = self.classifier.weight[:, :last]
         out["classifier.bias"] = self.classifier.bias
         return out
 
-    def _skeleton(self, config: ChannelConfig) -> PrunedNet:
-        """The plain network of ``config`` on the meta device (no storage), LRU-cached."""
-        key = config.width_tuple()
-        net = self._skeletons.pop(key, None)
-        if net is None:
-            with torch.device("meta"):
-                net = PrunedNet(self.space.arch, self.space.widths(config))
-            if len(self._skeletons) >= _SKELETON_CACHE:
-                self._skeletons.popitem(last=False)
-        self._skeletons[key] = net
+    @cached_property
+    def _template(self) -> PrunedNet:
+        # a cached_property lives in the instance __dict__: not registered as a submodule
+        with torch.device("meta"):
+            return PrunedNet(self.space.arch, self._max, init=False)
+
+    def _skeleton(self, widths: dict[str, int]) -> PrunedNet:
+        """The family's plain network on the meta device (no storage), set up for ``widths``.
+
+        One skeleton serves every config: its forward reads all tensors from the arguments of
+        ``functional_call`` except the ``groups`` of depthwise convs, which are set from
+        ``widths`` here, right before each call (building a skeleton per config cost more than a
+        small training step).  The skeleton is private and not a submodule.
+        """
+        net = self._template
+        for ly in self._convs:
+            if ly.depthwise:
+                conv = net.get_submodule(f"{ly.name}.0")
+                conv.groups = conv.in_channels = conv.out_channels = resolve(ly.cin, widths)
         return net
 
     def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
@@ -145,15 +147,15 @@ class PruningNet(nn.Module):
         In training mode the batch statistics update the running statistics of the chosen BN
         rows only.
         """
-        tensors = self._tensors(config)
-        net = self._skeleton(config).train(self.training)
-        return functional_call(net, tensors, (x,), strict=True)
+        widths = self.space.widths(config)
+        net = self._skeleton(widths).train(self.training)
+        return functional_call(net, self._tensors(widths), (x,), strict=True)
 
     @torch.no_grad()
     def generate(self, config: ChannelConfig) -> dict[str, torch.Tensor]:
         """A state dict (detached copies) that ``build_pruned(space, config)`` loads strictly."""
-        tensors = self._tensors(config)
-        return {k: tensors[k].detach().clone() for k in self._skeleton(config).state_dict()}
+        tensors = self._tensors(self.space.widths(config))
+        return {k: tensors[k].detach().clone() for k in self._template.state_dict()}
 
     def extra_repr(self) -> str:
         return f"space={self.space.family}, {self.config}"
