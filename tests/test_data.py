@@ -184,11 +184,11 @@ def test_ddp_shards_are_disjoint(train):
         assert [len(s) for s in shards] == [34, 34, 34]
     else:  # evaluation covers every sample once
         assert sorted(flat.tolist()) == list(range(103))
-    ys = [
-        torch.cat([y for _, y in make_loader(d.train, 8, train=train, rank=r, world_size=3)])
-        for r in range(3)
-    ]
-    assert sum(len(y) for y in ys) == (96 if train else 103)
+    loaders = [make_loader(d.train, 8, train=train, rank=r, world_size=3) for r in range(3)]
+    batches = [list(loader) for loader in loaders]
+    assert [len(b) for b in batches] == [len(loader) for loader in loaders]
+    assert [len(b) for b in batches] == ([4, 4, 4] if train else [5, 5, 5])
+    assert sum(len(y) for b in batches for _, y in b) == (96 if train else 103)
     with pytest.raises(DataError, match="rank"):
         make_loader(d.train, 8, train=train, rank=3, world_size=3)
 

@@ -62,9 +62,12 @@ def load_cifar10(root: Path, split: str) -> TensorImages:
 def _unpickle(path: Path) -> dict:
     try:
         with path.open("rb") as f:
-            return pickle.load(f, encoding="bytes")
+            batch = pickle.load(f, encoding="bytes")
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
         raise DataError(f"cannot read CIFAR-10 batch {path}: {e}") from e
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"CIFAR-10 batch {path} is not a dict with b'data' and b'labels'")
+    return batch
 
 
 def _read_pickles(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -72,8 +75,8 @@ def _read_pickles(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor,
     data, labels = [], []
     for name in names:
         batch = _unpickle(folder / name)
-        x = np.asarray(batch.get(b"data"), dtype=np.uint8)
-        y = np.asarray(batch.get(b"labels"), dtype=np.int64)
+        x = np.asarray(batch[b"data"], dtype=np.uint8)
+        y = np.asarray(batch[b"labels"], dtype=np.int64)
         if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or x.shape[0] != y.shape[0]:
             raise DataError(
                 f"CIFAR-10 batch {folder / name} holds data {x.shape} and "

@@ -104,7 +104,8 @@ class Loader:
         return order[self.rank :: self.world_size]
 
     def __len__(self) -> int:
-        n = len(self.indices())
+        n = len(self.dataset)
+        n = n // self.world_size if self.drop_last else len(range(self.rank, n, self.world_size))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _batches(self) -> list[torch.Tensor]:
