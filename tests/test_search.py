@@ -225,3 +225,112 @@ def test_bad_config_rejected():
         replace(SearchConfig(), mutation_children=40).validate()
     with pytest.raises(Exception, match="populaton"):
         SearchConfig.from_any({"populaton": 3})
+
+
+# -- the proxy scorer ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def proxy_parts():
+    import torch
+
+    from metaprune.pruningnet import create_pruningnet
+
+    sp = create_space("resnet20", width_mult=0.25, input_size=8, num_classes=5)
+    torch.manual_seed(0)
+    pnet = create_pruningnet(sp)
+    g = torch.Generator().manual_seed(0)
+    images, labels = (
+        torch.randn(120, 3, 8, 8, generator=g),
+        torch.randint(0, 5, (120,), generator=g),
+    )
+    recal = [(torch.randn(16, 3, 8, 8, generator=g), None) for _ in range(2)]
+    configs = [sp.sample(np.random.default_rng(i)) for i in range(4)]
+    return sp, pnet, images, labels, recal, configs
+
+
+def test_proxy_scorer_equals_plain_evaluation(proxy_parts):
+    import torch
+
+    from metaprune import build_pruned
+    from metaprune.engine.evaluate import evaluate, recalibrate_bn
+    from metaprune.search import ProxyScorer
+
+    sp, pnet, images, labels, recal, configs = proxy_parts
+    scorer = ProxyScorer(pnet, recal, images, labels, eval_batch_size=50, racing=False)
+    scores = scorer.score(configs)
+    for c, s in zip(configs, scores, strict=True):
+        net = build_pruned(sp, c)
+        net.load_state_dict(pnet.generate(c))
+        recalibrate_bn(net, recal)
+        assert s == evaluate(net, [(images, labels)])[0]
+        with torch.no_grad():  # BN folded into the convs: same logits
+            torch.testing.assert_close(scorer.network(c)(images), net(images))
+    assert scorer.last_details == [{"samples": 120, "full": True}] * 4
+    assert scorer.timings["candidates"] == 4 and scorer.timings["images"] == 480
+
+
+def test_racing_stops_only_clearly_dominated(proxy_parts):
+    from metaprune.cost import cost_model
+    from metaprune.search import ProxyScorer
+    from metaprune.search.scorer import stage_ends
+
+    assert stage_ends(100, 0.25) == [25, 50, 100]
+    assert stage_ends(100, 1.0) == [100]
+    sp, pnet, images, labels, recal, configs = proxy_parts
+    full = ProxyScorer(pnet, recal, images, labels, racing=False).score(configs)
+    kw = {"racing_slice": 0.25, "racing_top_k": 2}
+    racer = ProxyScorer(pnet, recal, images, labels, **kw)
+    assert racer.score(configs) == full  # no history yet: everything fully evaluated
+    # two cheaper, better candidates in the history stop every candidate after its first slice
+    cm = cost_model(sp)
+    racer = ProxyScorer(pnet, recal, images, labels, **kw)
+    racer.load_state_dict({"history": [[0, 0, 0.99], [0, 0, 0.99]]})
+    fast = racer.score(configs)
+    assert [d["samples"] for d in racer.last_details] == [30] * 4
+    first = ProxyScorer(pnet, recal, images[:30], labels[:30], racing=False).score(configs)
+    assert fast == first
+    # ... but not a candidate cheaper than them, nor one they do not beat clearly
+    f, p = cm.flops(configs[0]), cm.params(configs[0])
+    racer.load_state_dict({"history": [[f + 1, p, 0.99], [f, p, 0.99]]})
+    assert not racer.clearly_worse(f, p, 10, 30)
+    racer.load_state_dict({"history": [[f, p, 0.4], [f, p, 0.4]]})
+    assert not racer.clearly_worse(f, p, 10, 30)  # 1/3 + 2 s.e. > 0.4
+    assert racer.clearly_worse(f, p, 3, 30)
+
+
+def test_distributed_scorer_shards_and_gathers(space):
+    import threading
+
+    from metaprune.search import DistributedScorer
+    from metaprune.search.scorer import shard
+
+    world = 3
+    assert sorted(i for r in range(world) for i in shard(10, r, world)) == list(range(10))
+    slots: list = [None] * world
+    barrier = threading.Barrier(world)
+
+    def make_gather(rank):
+        def gather(obj):
+            slots[rank] = obj
+            barrier.wait()
+            out = list(slots)
+            barrier.wait()
+            return out
+
+        return gather
+
+    configs = [space.sample(np.random.default_rng(i)) for i in range(8)]
+    inner = [Analytic(space) for _ in range(world)]
+    results: list = [None] * world
+
+    def rank_main(r):
+        results[r] = DistributedScorer(inner[r], r, world, make_gather(r)).score(configs)
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = Analytic(space).score(configs)
+    assert results == [expected] * world
+    seen = [k for s in inner for k in s.counts.elements()]
+    assert sorted(seen) == sorted(c.width_tuple() for c in configs)  # each scored on one rank

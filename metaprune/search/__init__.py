@@ -5,16 +5,20 @@
 ``load_search(run_dir)`` opens a finished search for a notebook.
 """
 
+from metaprune.search.api import search
 from metaprune.search.config import ScorerConfig, SearchConfig
 from metaprune.search.constraints import Bound, Constraints, InfeasibleConstraintError
 from metaprune.search.evolution import Scorer, default_costs, run_search
 from metaprune.search.pareto import pareto_mask
 from metaprune.search.results import SearchResult, SearchRun, load_search
+from metaprune.search.scorer import DistributedScorer, ProxyScorer
 
 __all__ = [
     "Bound",
     "Constraints",
+    "DistributedScorer",
     "InfeasibleConstraintError",
+    "ProxyScorer",
     "Scorer",
     "ScorerConfig",
     "SearchConfig",
@@ -24,4 +28,5 @@ __all__ = [
     "load_search",
     "pareto_mask",
     "run_search",
+    "search",
 ]

@@ -46,6 +46,8 @@ class ScorerConfig:
     """bf16 autocast on CUDA (ignored on CPU)."""
     seed: int = 0
     """Seed of the fixed choice of recalibration batches and of the search-split order."""
+    device: str = "auto"
+    """``auto`` (CUDA when available, ``cuda:LOCAL_RANK`` under torchrun), ``cpu``, ``cuda:0``."""
 
 
 @dataclass
