@@ -399,3 +399,17 @@ def test_imagefolder_loader(tmp_path):
     y = torch.cat([make_loader(d.test, 3, train=False).__iter__().__next__()[1]])
     assert y.tolist() == [0, 0, 1]
     assert torch.equal(next(iter(train))[0], batches[0][0])  # same epoch, same augmentation
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    cifar_module.find_layout(Path("data/cifar10")) is None, reason="no data/cifar10"
+)
+def test_real_cifar10_splits():
+    d = build_datasets({"name": "cifar10", "root": "data/cifar10"})
+    assert (len(d.train), len(d.search), len(d.test)) == (45000, 5000, 10000)
+    assert d.input_shape == (3, 32, 32) and d.classes == cifar_module.CLASSES
+    assert torch.bincount(d.search.labels).tolist() == [500] * 10
+    x, _ = next(iter(make_loader(d.test, 2000, train=False)))
+    assert x.mean(dim=(0, 2, 3)).abs().max() < 0.1
+    assert (x.std(dim=(0, 2, 3)) - 1).abs().max() < 0.1
