@@ -13,6 +13,7 @@ file           what                                           load without metap
                output ``logits`` (N, classes), batch dynamic  ``.run(None, {"input": x})``
 ``pruned.pt``  state dict + space + config (for metaprune)    ``metaprune.load_pruned(p)``
 ``model.json`` config, widths, FLOPs, params, file list       any JSON reader
+``README.md``  these instructions, with the input shape        --
 =============  =============================================  ====================================
 
 Inputs are what the training data loader yields: float32 images already normalised with the data
@@ -29,6 +30,7 @@ to a temporary name and renamed, so an interrupted export never leaves a half-wr
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import tempfile
@@ -48,6 +50,7 @@ from metaprune.io import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
+    atomic_write_text,
     safe_torch_load,
 )
 from metaprune.models import build_pruned, create_space
@@ -236,7 +239,49 @@ def export_model(
         "meta": dict(meta or {}),
     }
     paths["json"] = atomic_write_json(out / "model.json", info)
+    paths["readme"] = atomic_write_text(out / "README.md", _readme(info))
     return paths
+
+
+def _readme(info: Mapping[str, Any]) -> str:
+    """How to run the exported programs without metaprune."""
+    c, h, w = info["input"]["shape"][1:]
+    norm = info["meta"].get("normalization")
+    pre = (
+        f"normalised per channel with mean {norm['mean']} and std {norm['std']} (after scaling "
+        "pixels to [0, 1])"
+        if norm
+        else "normalised as during training"
+    )
+    files = set(info["files"].values())
+    lines = [
+        f"# Pruned {info['space']['family']}: {info['flops']:,} MACs, {info['params']:,} params",
+        "",
+        f"Input `{INPUT_NAME}`: float32 images of shape (N, {c}, {h}, {w}), {pre}; output "
+        f"`{OUTPUT_NAME}`: (N, {info['output']['shape'][1]}) class scores. The batch size N is "
+        "free.",
+        "",
+        "```python",
+        "import torch",
+    ]
+    if "model.ts" in files:
+        lines += ['net = torch.jit.load("model.ts")            # TorchScript', "y = net(x)"]
+    if "model.pt2" in files:
+        lines += ['net = torch.export.load("model.pt2").module()  # torch.export', "y = net(x)"]
+    if "model.onnx" in files:
+        lines += [
+            "import onnxruntime as ort                   # ONNX",
+            'y = ort.InferenceSession("model.onnx").run(None, {"input": x.numpy()})[0]',
+        ]
+    lines += [
+        "import metaprune                             # only to get the nn.Module back",
+        'net = metaprune.load_pruned(".")',
+        "```",
+        "",
+        "`model.json` holds the channel configuration, the widths of every gene and the costs.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -327,15 +372,14 @@ def check_export(
     rtol: float = 1e-4,
     atol: float = 1e-4,
 ) -> float:
-    """Max absolute difference between an exported program and ``model`` (float32 CPU, eval) on
-    ``inputs``; raises :class:`ExportMismatchError` beyond ``atol + rtol * |reference|``."""
-    ref_model = unwrap(model)
-    was_training = ref_model.training
-    try:
-        with torch.inference_mode():
-            ref = ref_model.eval()(inputs.to(next(ref_model.parameters()).device)).float().cpu()
-    finally:
-        ref_model.train(was_training)
+    """Max absolute difference between an exported program and ``model`` on ``inputs``;
+    raises :class:`ExportMismatchError` beyond ``atol + rtol * |reference|``.
+
+    The reference is a float32 CPU eval-mode copy of ``model`` (a model trained on a GPU is
+    compared without TF32 or autocast noise; ``model`` itself is untouched)."""
+    ref_model = copy.deepcopy(unwrap(model)).float().cpu().eval()
+    with torch.inference_mode():
+        ref = ref_model(inputs.detach().float().cpu())
     got = run_program(path, inputs)
     ref_np = ref.numpy()
     if got.shape != ref_np.shape:

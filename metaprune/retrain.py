@@ -66,7 +66,13 @@ from metaprune.engine import (
     supervised_step,
 )
 from metaprune.engine.trainer import LossFn, StepFn
-from metaprune.export import FORMATS, check_exports, export_model, load_pruned
+from metaprune.export import (
+    FORMATS,
+    ExportMismatchError,
+    check_exports,
+    export_model,
+    load_pruned,
+)
 from metaprune.io import atomic_write_json
 from metaprune.models import build_pruned
 from metaprune.space import ChannelConfig, ChannelSpace
@@ -505,11 +511,12 @@ def _report(
         meta=meta,
     )
     check_input = torch.randn(4, *space.input_shape, generator=torch.Generator().manual_seed(0))
-    result["export"] = {
-        "dir": EXPORT_DIR,
-        "files": {k: p.name for k, p in paths.items()},
-        "max_abs_diff": check_exports(paths, model, check_input),
-    }
+    result["export"] = {"dir": EXPORT_DIR, "files": {k: p.name for k, p in paths.items()}}
+    try:
+        result["export"]["max_abs_diff"] = check_exports(paths, model, check_input)
+    except ExportMismatchError as e:  # keep the trained network and its report; flag the export
+        log.error("exported program differs from the trained network: %s", e)
+        result["export"]["error"] = str(e)
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(out_dir / "tb")) as writer:

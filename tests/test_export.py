@@ -52,7 +52,7 @@ def exported(space, tmp_path_factory):
 
 def test_export_writes_every_file_and_model_json(space, exported):
     _, config, paths = exported
-    assert set(paths) == {"pruned", "torchscript", "export", "onnx", "json"}
+    assert set(paths) == {"pruned", "torchscript", "export", "onnx", "json", "readme"}
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
     info = json.loads(paths["json"].read_text())
     assert info["flops"] == count_flops(space, config)
@@ -60,6 +60,8 @@ def test_export_writes_every_file_and_model_json(space, exported):
     assert info["widths"] == config.widths()
     assert info["config"]["genes"] == list(config.indices)
     assert info["meta"] == {"note": "test"}
+    readme = paths["readme"].read_text()
+    assert all(f in readme for f in ("model.ts", "model.pt2", "model.onnx", "(N, 3, 12, 12)"))
     leftovers = [p for p in paths["json"].parent.iterdir() if p.name.startswith(".")]
     assert not leftovers  # no temporary files left behind
 
@@ -103,7 +105,7 @@ def test_export_does_not_touch_the_callers_model(space, tmp_path):
     export_model(model, space, config, tmp_path, formats=())
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "pruned.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "model.json", "pruned.pt"]
 
 
 def test_export_bad_input(space, tmp_path):

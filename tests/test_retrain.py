@@ -90,7 +90,7 @@ def test_retrain_writes_result_resumes_and_skips(space, tmp_path):
     assert 0.0 <= result["test_accuracy"] <= 1.0 and result["test_samples"] == 40
     assert result["latency_ms"] > 0
     assert "acc" in result["val"]  # per-epoch validation on the search split
-    assert set(result["export"]["files"]) == {"pruned", "onnx", "json"}
+    assert set(result["export"]["files"]) == {"pruned", "onnx", "json", "readme"}
     assert result["export"]["max_abs_diff"]["onnx"] < 1e-4
     assert list((out / "tb").glob("events.*"))
 
@@ -132,7 +132,7 @@ def test_retrain_with_inherit_and_distillation(space, tmp_path):
     assert result["retrain"]["kd"]["temperature"] == 2.0
     assert result["retrain"]["init"] == "inherit"
     assert result["latency_ms"] is None
-    assert set(result["export"]["files"]) == {"pruned", "json"}
+    assert set(result["export"]["files"]) == {"pruned", "json", "readme"}
     assert np.isfinite(result["history"][0]["train_loss"])
 
     other = create_space("resnet20", choices=CHOICES, width_mult=0.25, num_classes=7)
