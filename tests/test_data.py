@@ -116,7 +116,7 @@ def test_eval_loader_normalises_in_order():
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
     assert x.dtype == torch.float32 and y.dtype == torch.int64
-    expected = (d.test.images.float() / 255 - 0.5) / 0.29
+    expected = (d.test.images.float() / 255 - 0.5) / 0.23
     torch.testing.assert_close(x, expected)
     assert torch.equal(y, d.test.labels)
 
@@ -135,7 +135,7 @@ def test_train_loader_shuffles_augments_deterministically():
     # augmented batches differ from the plain images of the same indices
     plain = make_loader(d.train, 32, train=False)
     idx = loader.indices()[:32]
-    raw = (d.train.images[idx].float() / 255 - 0.5) / 0.29
+    raw = (d.train.images[idx].float() / 255 - 0.5) / 0.23
     assert not torch.equal(first[0][0], raw)
     assert torch.equal(first[0][1], d.train.labels[idx])
     assert next(iter(plain))[0].shape == first[0][0].shape
@@ -145,7 +145,7 @@ def test_augment_off_gives_plain_images():
     d = build_datasets(fake(fake_size=64, search_size=0, augment=False))
     loader = make_loader(d.train, 16, train=True)
     x, _ = next(iter(loader))
-    raw = (d.train.images[loader.indices()[:16]].float() / 255 - 0.5) / 0.29
+    raw = (d.train.images[loader.indices()[:16]].float() / 255 - 0.5) / 0.23
     torch.testing.assert_close(x, raw)
 
 

@@ -35,6 +35,6 @@ def make_fake(
         labels=labels,
         classes=[f"class{i}" for i in range(num_classes)],
         mean=(0.5,) * channels,
-        std=(0.29,) * channels,
+        std=(0.23,) * channels,  # templates U[0, 192) + noise U[0, 64)
         pad=max(1, size // 8),
     )
