@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -172,3 +173,33 @@ def test_reference_configs_use_nearest_ratio():
     refs = reference_configs(space)  # the paper's 31 ratios have no 0.5: 0.49 is nearest
     assert refs["uniform0.5"].ratios() == (0.49,) * len(space.genes)
     assert refs["max"] == space.max() and refs["min"] == space.min()
+
+
+def _ddp_train(rank, world, port, out_dir):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    metrics = train(run_cfg(), out_dir)
+    assert metrics["steps"] == 2
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_training_with_two_gloo_processes(tmp_path):
+    """The same ``train`` under a 2-process Gloo group: 64 images, 16 per rank and step."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_train, args=(2, port, str(tmp_path)), nprocs=2)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and set(metrics["val"]) == {"acc_max", "acc_min", "acc_uniform0.5"}
+    load_pruningnet(tmp_path)
