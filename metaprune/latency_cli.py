@@ -54,7 +54,10 @@ def plot_validation(result: dict[str, Any], path: str | Path, title: str) -> Pat
         label = f"{mode}: MAPE {r['mape']:.1f}%, tau {r['tau']:.2f}"
         ax.scatter(measured, r["predicted_ms"], s=12, marker=marker, label=label)
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (ms)", ylabel="predicted (ms)")
-    ax.set_title(title, fontsize=9)
+    if "repeatability" in result:
+        rep = result["repeatability"]
+        title += f"\nrepeat vs repeat: MAPE {rep['mape']:.1f}%, tau {rep['tau']:.2f}"
+    ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     out = Path(path)
@@ -96,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--n", type=int, default=50, help="random configs to measure")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--rounds", type=int, default=None, help="timing rounds (table's default)")
+    v.add_argument("--passes", type=int, default=2, help="independent measurement passes")
+    v.add_argument("--refit", action="store_true", help="refit the overhead on fresh timings")
     v.add_argument("--json", default=None, help="write the full result here")
     v.add_argument("--plot", default=None, help="write a predicted-vs-measured PNG here")
     return p
@@ -142,7 +147,9 @@ def _validate(a: argparse.Namespace) -> dict[str, Any]:
     space = space_of_table(table)
     model = LatencyModel(table, space)
     t0 = time.perf_counter()
-    result = validate_latency(model, n=a.n, seed=a.seed, rounds=a.rounds)
+    result = validate_latency(
+        model, n=a.n, seed=a.seed, rounds=a.rounds, passes=a.passes, refit=a.refit
+    )
     result.update(
         table=str(a.table),
         family=table.family,
@@ -158,6 +165,8 @@ def _validate(a: argparse.Namespace) -> dict[str, Any]:
         title = f"{table.family} {table.input_shape[1]}px, {table.runtime}, {table.device}"
         plot_validation(result, a.plot, title)
     summary = {k: v for k, v in result.items() if k not in ("measured_ms", "configs", "modes")}
+    if "repeatability" in result:
+        summary["repeatability"] = {k: round(v, 3) for k, v in result["repeatability"].items()}
     summary["modes"] = {
         m: {k: round(v, 3) for k, v in r.items() if k != "predicted_ms"}
         for m, r in result["modes"].items()

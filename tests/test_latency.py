@@ -234,8 +234,12 @@ def test_validation_metrics_and_cli(tmp_path):
                          "--out", str(out)]) == 0  # fmt: skip
     table = LatencyTable.load(out)
     assert space_of_table(table).fingerprint == space.fingerprint
-    res = validate_latency(LatencyModel(table, space), n=4, seed=0, rounds=1)
-    assert len(res["measured_ms"]) == 4
+    old_nets = table.fit["nets"]
+    res = validate_latency(LatencyModel(table, space), n=4, seed=0, rounds=1, refit=True)
+    assert len(res["measured_ms"]) == 4 and res["passes"] == 2
+    assert res["repeatability"]["mape"] >= 0 and -1 <= res["repeatability"]["tau"] <= 1
+    assert [f["genes"] for f in table.fit["nets"]] == [f["genes"] for f in old_nets]
+    assert table.fit["nets"] != old_nets  # refit measured the same networks again
     for r in res["modes"].values():
         assert 0 <= r["within10"] <= 100 and r["mape"] >= 0 and -1 <= r["tau"] <= 1
     plot, js = tmp_path / "v.png", tmp_path / "v.json"

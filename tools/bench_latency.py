@@ -27,6 +27,8 @@ def main() -> None:
     p.add_argument("--clock", default="cpu", choices=CLOCKS)
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--rounds", type=int, default=10, help="timing rounds of the validation")
+    p.add_argument("--passes", type=int, default=2, help="independent validation passes")
+    p.add_argument("--refit", action="store_true", help="refit the overhead before validating")
     p.add_argument("--out-dir", default="outputs/latency")
     p.add_argument("--plot-dir", default="docs")
     a = p.parse_args()
@@ -35,11 +37,20 @@ def main() -> None:
         space = create_space(name, stem="cifar")
         table_path = Path(a.out_dir) / f"cpu_{name}.json"
         table = build_latency_table(space, clock=a.clock, path=table_path)
-        result = validate_latency(LatencyModel(table, space), n=a.n, seed=0, rounds=a.rounds)
+        model = LatencyModel(table, space)
+        result = validate_latency(
+            model, n=a.n, seed=0, rounds=a.rounds, passes=a.passes, refit=a.refit
+        )
         result.update(family=name, device=table.device, build_seconds=table.build_seconds)
         atomic_write_json(Path(a.out_dir) / f"validate_cpu_{name}.json", result)
-        title = f"{name} CIFAR 32px, CPU 1 thread, batch 1 ({a.clock} clock)"
+        title = f"{name} CIFAR 32px, CPU 1 thread, batch 1 ({a.clock} clock{', refit' * a.refit})"
         plot_validation(result, Path(a.plot_dir) / f"latency_cpu_{name}.png", title)
+        rep = result["repeatability"] if a.passes >= 2 else None
+        if rep:
+            rows.append(
+                f"| {name} | | | repeat vs repeat | {rep['mape']:.2f} | {rep['within10']:.0f} "
+                f"| {rep['tau']:.3f} | {rep['max_ape']:.1f} |"
+            )
         for mode, r in result["modes"].items():
             rows.append(
                 f"| {name} | {len(table.entries)} | {table.build_seconds:.0f} | {mode} "
@@ -49,7 +60,7 @@ def main() -> None:
     print("| model | entries | build s | mode | MAPE % | within 10 % | Kendall tau | max APE % |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print(json.dumps({"n": a.n, "rounds": a.rounds}))
+    print(json.dumps({"n": a.n, "rounds": a.rounds, "passes": a.passes, "refit": a.refit}))
 
 
 if __name__ == "__main__":

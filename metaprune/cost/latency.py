@@ -770,17 +770,43 @@ def latency_metrics(predicted: Sequence[float], measured: Sequence[float]) -> di
 
 
 def validate_latency(
-    model: LatencyModel, n: int = 50, seed: int = 0, rounds: int | None = None
+    model: LatencyModel,
+    n: int = 50,
+    seed: int = 0,
+    rounds: int | None = None,
+    passes: int = 2,
+    refit: bool = False,
 ) -> dict[str, Any]:
-    """Measure ``n`` random configs end to end and compare with both prediction modes."""
-    if n < 2:
-        raise ValueError(f"validation needs at least 2 configs, got n={n}")
+    """Measure ``n`` random configs end to end and compare with both prediction modes.
+
+    The configs are measured in ``passes`` independent interleaved passes; their median is the
+    reference, and with two or more passes the agreement of pass 1 with pass 2 (as if pass 1
+    were a prediction) is reported as ``repeatability``: the noise ceiling of the measurement,
+    which no predictor can beat.  ``refit``: fit the overhead again on the table's fit networks
+    (other configs than the validated ones), measured now, before predicting.
+    """
+    if n < 2 or passes < 1:
+        raise ValueError(f"validation needs n >= 2 configs and passes >= 1, got {n}, {passes}")
+    space, table = model.space, model.table
+    if refit:
+        fit_overhead(table, space, [space.config(f["genes"]) for f in table.fit["nets"]])
     rng = np.random.default_rng(seed)
-    configs = [model.space.sample(rng) for _ in range(n)]
-    measured = model.table.measure_networks(model.space, configs, rounds=rounds)
-    out: dict[str, Any] = {"n": n, "seed": seed, "measured_ms": measured.tolist(), "modes": {}}
+    configs = [space.sample(rng) for _ in range(n)]
+    runs = np.stack([table.measure_networks(space, configs, rounds=rounds) for _ in range(passes)])
+    measured = np.median(runs, axis=0)
+    out: dict[str, Any] = {
+        "n": n,
+        "seed": seed,
+        "passes": passes,
+        "refit": refit,
+        "measured_ms": measured.tolist(),
+        "modes": {},
+    }
+    if passes >= 2:
+        out["repeatability"] = latency_metrics(runs[0], runs[1])
     for mode in MODES:
         pred = model.predict_many(configs, mode=mode)
         out["modes"][mode] = {"predicted_ms": pred.tolist(), **latency_metrics(pred, measured)}
+    out["fit"] = {k: v for k, v in table.fit.items() if k != "nets"}
     out["configs"] = [list(c.indices) for c in configs]
     return out
