@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from metaprune.config import register_configs
+from metaprune.schema import CONF_DIR, register_configs
 
 USAGE = """usage: metaprune {train,search,retrain,pipeline} [key=value ...]
        metaprune latency {build,validate} [options]
@@ -66,7 +66,7 @@ _COMMANDS: dict[str, Callable[[DictConfig], None]] = {
 
 
 def _hydra_app(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
-    return hydra.main(config_path="conf", config_name="config", version_base="1.3")(fn)
+    return hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(fn)
 
 
 def main(argv: list[str] | None = None) -> None:

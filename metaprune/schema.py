@@ -1,0 +1,94 @@
+"""The structured schema of the whole run configuration, registered with Hydra.
+
+Every config group is backed by the dataclass of the module that uses it, so a misspelt key or a
+wrong type fails when the configuration is composed, before any work starts (DESIGN.md:
+"config groups named like the code").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from metaprune.data import DataConfig
+from metaprune.engine import OptimConfig, SchedConfig, TrainConfig
+from metaprune.pruningnet import PruningNetConfig
+from metaprune.retrain import RetrainConfig
+from metaprune.search.config import SearchConfig
+
+CONF_DIR = Path(__file__).parent / "conf"
+"""The packaged ``conf/`` tree."""
+
+
+@dataclass
+class ModelConfig:
+    """The ``model`` group: a registered family and its options (see ``metaprune.list_models()``)."""
+
+    name: str = "mobilenet_v2"
+    """Model family."""
+    stem: str = "cifar"
+    """``cifar`` (stride-1 stem for 32x32 / 28x28 inputs) or ``imagenet``."""
+    width_mult: float = 1.0
+    """Scales every maximum width (for small models)."""
+    in_chans: int | None = None
+    """Input channels; null = from the data."""
+    input_size: int | None = None
+    """Input side; null = from the data."""
+    num_classes: int | None = None
+    """Classes; null = from the data."""
+
+
+@dataclass
+class SpaceConfig:
+    """The ``space`` group: the width choices (ratios of each gene's maximum)."""
+
+    choices: list[float] | None = None
+    """Width ratios; null = the paper's 31 ratios 0.10, 0.13, ..., 1.00."""
+
+
+@dataclass
+class PipelineConfig:
+    """The ``pipeline`` group: what ``metaprune pipeline`` runs after train and search."""
+
+    retrain_winners: bool = True
+    """Retrain the winner of every search target from scratch."""
+    baselines: bool = True
+    """Also retrain the uniform-width config of the same FLOPs budget as each winner."""
+
+
+@dataclass
+class AppConfig:
+    """The whole configuration of a run (``conf/config.yaml``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pruningnet: PruningNetConfig = field(default_factory=PruningNetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    run_name: str = "run"
+    """Name of the run directory under ``outputs/``."""
+    run_dir: str = "outputs/${run_name}"
+    """Where every stage writes (``train/``, ``search/``, ``retrain/<label>/``)."""
+    supernet: str | None = None
+    """Trained PruningNet (checkpoint or train directory) for search; null = ``run_dir/train``."""
+
+
+def register_configs() -> None:
+    """Register the schema as ``schema`` in Hydra's ConfigStore (``conf/config.yaml`` uses it)."""
+    ConfigStore.instance().store(name="schema", node=AppConfig)
+
+
+def load_config(overrides: list[str] | None = None) -> DictConfig:
+    """The composed configuration with Hydra overrides, for notebooks and tests (no run dir)."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
