@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--channels-last", action="store_true")
     b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--rounds", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=1, help="calls per runner and round")
+    b.add_argument("--rounds", type=int, default=25, help="interleaved rounds")
     b.add_argument(
         "--clock",
         default="wall",
