@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
     p.add_argument("--clock", default="cpu", choices=CLOCKS)
     p.add_argument("--n", type=int, default=50)
-    p.add_argument("--rounds", type=int, default=10, help="timing rounds of the validation")
+    p.add_argument("--rounds", type=int, default=50, help="timing rounds of the validation")
     p.add_argument("--passes", type=int, default=2, help="independent validation passes")
     p.add_argument("--refit", action="store_true", help="refit the overhead before validating")
     p.add_argument("--out-dir", default="outputs/latency")
