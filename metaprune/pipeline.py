@@ -84,6 +84,8 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
 
     run_dir = Path(run_dir)
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    # every stage continues its own checkpoint, or returns at once when it is complete
+    cfg = OmegaConf.merge(cfg, {"train": {"resume": True}, "search": {"resume": True}})
     log.info("[1/3] training the PruningNet -> %s", run_dir / "train")
     train(cfg, run_dir / "train")
     log.info("[2/3] searching -> %s", run_dir / "search")

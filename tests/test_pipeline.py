@@ -1,0 +1,86 @@
+"""The pipeline end to end on FakeData, its resume, the CLI and the config schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError
+
+from metaprune import create_space
+from metaprune.cost import cost_model
+from metaprune.io import CheckpointError
+from metaprune.pipeline import pipeline, uniform_baseline
+from metaprune.schema import load_config
+from metaprune.search.constraints import Bound
+
+
+def _cfg(run_dir: Path, *overrides: str):
+    return load_config(["experiment=tiny", f"run_dir={run_dir}", *overrides])
+
+
+def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    summary = pipeline(cfg, tmp_path)
+    (row,) = summary["rows"]
+    assert row["target"] == 0.5
+    space = create_space("resnet20", choices=cfg.space.choices, **summary["space"]["options"])
+    max_flops = cost_model(space).flops(space.max())
+    assert row["flops"] <= 0.5 * max_flops
+    assert row["baseline"]["flops"] <= 0.5 * max_flops
+    assert 0.0 <= row["test_accuracy"] <= 1.0
+    for sub in ("train/pruningnet.pt", "search/search.json", "summary.md", "summary.json"):
+        assert (tmp_path / sub).is_file(), sub
+    export = tmp_path / row["export"]
+    assert (export / "pruned.pt").is_file() and (export / "model.ts").is_file()
+    md = (tmp_path / "summary.md").read_text()
+    assert "| 0.5 |" in md
+
+    # a second run finds every stage complete and returns the same summary
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
+    again = pipeline(cfg, tmp_path)
+    assert again["rows"] == json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == stamp
+
+
+def test_run_dir_of_another_space_is_refused(tmp_path: Path) -> None:
+    from metaprune.train import train
+
+    train(_cfg(tmp_path), tmp_path / "train")
+    other = _cfg(tmp_path, "model.width_mult=0.5")
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        train(other, tmp_path / "train")
+
+
+def test_uniform_baseline_is_widest_within_budget() -> None:
+    space = create_space("resnet20", width_mult=0.25, input_size=16)
+    cm = cost_model(space)
+    half = 0.5 * cm.flops(space.max())
+    base = uniform_baseline(space, [Bound("flops", None, half)])
+    assert base is not None and cm.flops(base) <= half
+    nxt = space.config([base.indices[0] + 1] * len(space.genes))
+    assert cm.flops(nxt) > half
+    assert uniform_baseline(space, [Bound("flops", None, 1.0)]) is None
+
+
+def test_config_typos_fail_at_composition() -> None:
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        load_config(["train.epoch=3"])
+    with pytest.raises(ConfigCompositionException):
+        load_config(["model=resnet21"])
+    cfg = load_config(["experiment=quickstart"])
+    assert cfg.model.name == "mobilenet_v2" and cfg.run_name == "quickstart"
+
+
+def test_cli_help_and_unknown_command() -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = [sys.executable, "-m", "metaprune.cli"]
+    out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, env=env, check=True)
+    assert "pipeline" in out.stdout
+    bad = subprocess.run([*cmd, "prune"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
