@@ -8,9 +8,9 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
 * BN recalibrated on a *fixed* list of training batches cached once (running averages reset,
   cumulative average: :func:`metaprune.engine.evaluate.recalibrate_bn`), so every candidate sees
   the same images and scores are comparable;
-* BN folded into the convolutions after recalibration (exact in eval mode), then the search split,
-  cached on the device in a fixed random order, evaluated in inference mode with large batches,
-  bf16 autocast and channels-last on CUDA;
+* channels-last memory format (CPU and CUDA), BN folded into the convolutions after
+  recalibration (exact in eval mode), then the search split, cached on the device in a fixed
+  random order, evaluated in inference mode with large batches (bf16 autocast on CUDA);
 * **racing** (successive halving, beyond the paper): a candidate is first evaluated on a slice of
   the split; it stops early if at least ``top_k`` fully evaluated candidates that cost no more
   (FLOPs and parameters) beat its accuracy plus ``z`` standard errors; otherwise the slice
@@ -76,7 +76,7 @@ class ProxyScorer:
     ``recalib`` is the fixed list of training batches; ``images`` / ``labels`` the whole (ordered)
     search split on the device.  After each :meth:`score` call, ``last_details`` holds the
     number of images each candidate saw and whether it saw all; ``timings`` accumulates seconds
-    spent generating weights, recalibrating and evaluating.
+    spent generating weights, recalibrating and evaluating (see :meth:`_sync` for the clock).
     """
 
     def __init__(
@@ -86,14 +86,14 @@ class ProxyScorer:
         images: torch.Tensor,
         labels: torch.Tensor,
         *,
-        eval_batch_size: int = 1000,
+        eval_batch_size: int = 256,
         racing: bool = True,
         racing_slice: float = 0.25,
         racing_top_k: int = 10,
         racing_z: float = 2.0,
         fuse: bool = True,
         amp_dtype: torch.dtype | None = None,
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         if len(labels) == 0 or len(images) != len(labels):
             raise ValueError(
@@ -129,6 +129,8 @@ class ProxyScorer:
         from metaprune.data import make_loader
 
         device = torch.device(device)
+        cuda = device.type == "cuda"
+        bs = cfg.eval_batch_size or (1024 if cuda else 256)
         if len(data.search) == 0:
             raise ValueError("the search needs a held-out split: set data.search_size > 0")
         train = make_loader(
@@ -140,25 +142,24 @@ class ProxyScorer:
                 f"has only {len(train)} batches of {cfg.recalib_batch_size}"
             )
         recalib = list(itertools.islice(train, cfg.recalib_batches))
-        search = make_loader(data.search, cfg.eval_batch_size, train=False, device=device)
+        search = make_loader(data.search, bs, train=False, device=device)
         xs, ys = zip(*search, strict=True)
         images, labels = torch.cat(xs), torch.cat(ys)
         g = torch.Generator().manual_seed(cfg.seed)
         order = torch.randperm(len(labels), generator=g)[: cfg.search_limit].to(device)
-        cuda = device.type == "cuda"
         return cls(
             pnet.to(device),
             recalib,
             images[order],
             labels[order],
-            eval_batch_size=cfg.eval_batch_size,
+            eval_batch_size=bs,
             racing=cfg.racing,
             racing_slice=cfg.racing_slice,
             racing_top_k=cfg.racing_top_k,
             racing_z=cfg.racing_z,
             fuse=cfg.fuse_bn,
             amp_dtype=torch.bfloat16 if cfg.amp and cuda else None,
-            channels_last=cuda,
+            channels_last=cfg.channels_last,
         )
 
     # -- racing history ---------------------------------------------------------------------
@@ -203,9 +204,12 @@ class ProxyScorer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _sync(self) -> float:
+        """Wall time after a CUDA sync; on CPU the process's CPU time (a busy, shared machine's
+        preemption does not count)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+            return time.perf_counter()
+        return time.process_time()
 
     def network(self, config: ChannelConfig) -> nn.Module:
         """The plain network of ``config`` with generated weights and recalibrated BN."""
