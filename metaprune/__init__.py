@@ -2,21 +2,41 @@
 
 Implements MetaPruning (Liu et al., "MetaPruning: Meta Learning for Automatic Neural Network
 Channel Pruning", ICCV 2019): a PruningNet generates the weights of any pruned network of a
-channel space, an evolutionary search picks the best configuration under constraints, and the
-winner is retrained from scratch.
+channel space (sec. 3.1-3.2), an evolutionary search picks the best configuration under
+constraints (sec. 3.3), and the winner is retrained from scratch.
 """
 
 from metaprune.cost import count_flops, count_params
+from metaprune.cost.latency import load_latency_model
+from metaprune.data import DataConfig, build_datasets, make_loader
+from metaprune.export import export_model, load_pruned
 from metaprune.models import build_pruned, create_space, list_models
+from metaprune.pruningnet import ConfigSampler, PruningNet, create_pruningnet
+from metaprune.schema import load_config
+from metaprune.search import load_search, run_search
 from metaprune.space import ChannelConfig, ChannelSpace
+from metaprune.train import load_pruningnet
 
 __all__ = [
     "ChannelConfig",
     "ChannelSpace",
+    "ConfigSampler",
+    "DataConfig",
+    "PruningNet",
+    "build_datasets",
     "build_pruned",
     "count_flops",
     "count_params",
+    "create_pruningnet",
     "create_space",
+    "export_model",
     "list_models",
+    "load_config",
+    "load_latency_model",
+    "load_pruned",
+    "load_pruningnet",
+    "load_search",
+    "make_loader",
+    "run_search",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""notebooks/pareto.ipynb executes headless on a tiny finished search, so it never rots."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from metaprune import create_space, run_search
+from metaprune.search import SearchConfig, default_costs
+from metaprune.space import ChannelConfig
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "pareto.ipynb"
+
+
+class WidthScorer:
+    """A cheap analytic stand-in for the proxy: wider is better, with diminishing returns."""
+
+    def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
+        return [sum(r**0.5 for r in c.ratios()) / len(c.indices) for c in configs]
+
+
+def test_pareto_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    space = create_space("resnet20", width_mult=0.25, input_size=16)
+    cfg = SearchConfig(
+        population=10,
+        generations=2,
+        parents=3,
+        mutation_children=3,
+        crossover_children=3,
+        targets=[0.3, 0.6],
+        tensorboard=False,
+    )
+    run_dir = tmp_path / "search"
+    run_search(space, WidthScorer(), default_costs(space), cfg, run_dir)
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    monkeypatch.setenv("METAPRUNE_SEARCH_RUN", str(run_dir))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={})
+    client.execute(cwd=str(tmp_path), env=dict(os.environ))
+    text = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert "configs on the front" in text
+    assert "no latency front" in text
+    for target in ("0.3", "0.6"):
+        assert target in text
