@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from metaprune.schema import CONF_DIR, register_configs
 
 USAGE = """usage: metaprune {train,search,retrain,pipeline} [key=value ...]
-       metaprune latency {build,validate} [options]
+       metaprune latency {build,validate} [key=value | --key value ...]
 
   train     train a PruningNet by stochastic structure sampling       -> <run_dir>/train
   search    evolutionary search with the trained PruningNet           -> <run_dir>/search
@@ -69,6 +69,18 @@ def _hydra_app(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
     return hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(fn)
 
 
+def _as_options(args: list[str]) -> list[str]:
+    """``key=value`` words as ``--key value`` (``metaprune latency build model=resnet20``)."""
+    out: list[str] = []
+    for a in args:
+        if "=" in a and not a.startswith("-"):
+            key, value = a.split("=", 1)
+            out += [f"--{key.replace('_', '-')}", value]
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``metaprune`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -77,10 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     cmd, rest = argv[0], argv[1:]
     if cmd == "latency":
-        from metaprune.cost.latency_cli import latency_main
+        from metaprune.latency_cli import latency_main
 
-        latency_main(rest)
-        return
+        raise SystemExit(latency_main(_as_options(rest)))
     if cmd not in _COMMANDS:
         print(f"metaprune: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)
