@@ -334,3 +334,35 @@ def test_distributed_scorer_shards_and_gathers(space):
     assert results == [expected] * world
     seen = [k for s in inner for k in s.counts.elements()]
     assert sorted(seen) == sorted(c.width_tuple() for c in configs)  # each scored on one rank
+
+
+def test_search_entry_point_with_a_saved_pruningnet(tmp_path):
+    from dataclasses import asdict
+
+    from metaprune.io import atomic_torch_save
+    from metaprune.pruningnet import create_pruningnet
+    from metaprune.search import search
+    from metaprune.train import FORMAT, PRUNINGNET_FILE
+
+    sp = create_space("resnet20", width_mult=0.25, input_size=8, num_classes=4)
+    pnet = create_pruningnet(sp)
+    atomic_torch_save(
+        tmp_path / "train" / PRUNINGNET_FILE,
+        {
+            "format": FORMAT,
+            "space": sp.describe(),
+            "pruningnet": asdict(pnet.config),
+            "state_dict": pnet.state_dict(),
+        },
+    )
+    data = {"name": "fake", "image_size": 8, "fake_size": 96, "fake_classes": 4}
+    scorer = {"recalib_batches": 2, "recalib_batch_size": 16, "device": "cpu"}
+    cfg = {"data": {**data, "search_size": 0.25}, "search": {**SMALL, "scorer": scorer}}
+    run = search(cfg, tmp_path / "search", tmp_path / "train")
+    assert len(run.table()) == len(load_search(tmp_path / "search").table()) > 40
+    assert all(r["samples"] <= 24 and 0 <= r["accuracy"] <= 1 for r in run.table())
+    assert run.meta["data"] == "fake"
+    with pytest.raises(ValueError, match="expects"):
+        search(
+            {**cfg, "data": {**cfg["data"], "image_size": 10}}, tmp_path / "s2", tmp_path / "train"
+        )
