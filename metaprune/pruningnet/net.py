@@ -149,7 +149,7 @@ class PruningNet(nn.Module):
         """
         widths = self.space.widths(config)
         net = self._skeleton(widths).train(self.training)
-        return functional_call(net, self._tensors(widths), (x,), strict=True)
+        return functional_call(net, self._tensors(widths), (x,), strict=True, tie_weights=False)
 
     @torch.no_grad()
     def generate(self, config: ChannelConfig) -> dict[str, torch.Tensor]:
