@@ -117,8 +117,13 @@ def test_targets_share_one_cache(space, tmp_path):
 
 
 def test_nsga2_front_non_dominated_with_extremes(space, tmp_path):
-    run, _ = go(space, tmp_path, algorithm="nsga2", objectives=["flops", "params"], constraints={})
+    run, _ = go(space, tmp_path, algorithm="nsga2", objectives=["flops", "params"], targets=[0.5])
     rows = run.table()
+    (w,) = run.winners  # targets of an nsga2 search are answered from its table
+    assert w["best"] == max(
+        (r for r in rows if r["flops"] <= 0.5 * run.meta["max_cost"]["flops"]),
+        key=lambda r: r["accuracy"],
+    )
     front = run.front
     assert front
     pts = [(r["accuracy"], r["flops"], r["params"]) for r in front]
