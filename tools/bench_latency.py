@@ -42,9 +42,10 @@ def main() -> None:
             model, n=a.n, seed=0, rounds=a.rounds, passes=a.passes, refit=a.refit
         )
         result.update(family=name, device=table.device, build_seconds=table.build_seconds)
-        atomic_write_json(Path(a.out_dir) / f"validate_cpu_{name}.json", result)
+        tag = f"cpu_{name}{'_refit' * a.refit}"
+        atomic_write_json(Path(a.out_dir) / f"validate_{tag}.json", result)
         title = f"{name} CIFAR 32px, CPU 1 thread, batch 1 ({a.clock} clock{', refit' * a.refit})"
-        plot_validation(result, Path(a.plot_dir) / f"latency_cpu_{name}.png", title)
+        plot_validation(result, Path(a.plot_dir) / f"latency_{tag}.png", title)
         rep = result["repeatability"] if a.passes >= 2 else None
         if rep:
             rows.append(
