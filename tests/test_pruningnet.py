@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import metaprune as mp
 from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
+from metaprune.pruningnet.blocks import CroppedGenerate
 
 torch.set_num_threads(1)
 
@@ -159,3 +160,12 @@ def test_flops_uniform_sampler_spreads_flops(tiny_space) -> None:
         configs = [sampler.sample(rng)[0] for _ in range(300)]
         stats[mode] = _ks_uniform(cost.flops_many(configs).astype(float), lo, hi)
     assert stats["flops_uniform"] < 0.1 < stats["uniform"], stats
+
+
+@pytest.mark.parametrize("crop", [(3, 2), (4, 3), (1, 1)])
+def test_cropped_generate_gradients(crop: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(4, 3, 2, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(CroppedGenerate.apply, (weight, bias, h, *crop))
