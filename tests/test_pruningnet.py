@@ -14,6 +14,11 @@ from metaprune.pruningnet.blocks import CroppedGenerate
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
 def batch(space, n: int = 2) -> torch.Tensor:
     return torch.randn(n, *space.input_shape)
 
