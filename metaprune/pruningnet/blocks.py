@@ -28,9 +28,10 @@ class CroppedGenerate(torch.autograd.Function):
 
     Only the cropped slice is read (memory-bound; einsum on the strided slice was as fast as any
     alternative we timed).  The backward writes the weight gradient straight into the cropped
-    block of one zero tensor; autograd's own backward of the two slices allocates a full-size
-    zero tensor per sliced dimension and copies into it, which made the backward of the
-    generator the largest part of the PruningNet's overhead (tools/bench_train.py).
+    block of one zero tensor (autograd's backward of the two slices builds a zero tensor per
+    sliced dimension and copies into it), and gets the hidden vector's gradient by one batched
+    product.  Side by side on MobileNetV2-CIFAR (1 thread, a sampled config) the generators'
+    backward took 0.62 s against 0.89 s with autograd's; at the max config they are on par.
     """
 
     @staticmethod
