@@ -18,16 +18,18 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[Batch]) -> nn.Module:
+def recalibrate_bn(model: nn.Module, batches: Iterable[Batch], reset: bool = True) -> nn.Module:
     """Reset every BN layer's running statistics and re-estimate them on ``batches``.
 
     Uses a cumulative average over all batches (``momentum=None``); the model is left in eval
-    mode with its original momenta restored.
+    mode with its original momenta restored.  ``reset=False`` continues the cumulative average
+    of an earlier call: two calls on ``a`` then ``b`` give the statistics of one call on ``a + b``.
     """
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     momenta = [m.momentum for m in bns]
     for m in bns:
-        m.reset_running_stats()
+        if reset:
+            m.reset_running_stats()
         m.momentum = None
     model.train()
     for x, _ in batches:
