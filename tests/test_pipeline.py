@@ -13,11 +13,14 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
 from metaprune import create_space
+from metaprune.config import build_space
 from metaprune.cost import cost_model
 from metaprune.io import CheckpointError
 from metaprune.pipeline import pipeline, uniform_baseline
-from metaprune.schema import load_config
-from metaprune.search.constraints import Bound
+from metaprune.retrain import RetrainConfig
+from metaprune.schema import CONF_DIR, load_config
+from metaprune.search import SearchConfig
+from metaprune.search.constraints import Bound, parse_bound
 
 
 def _cfg(run_dir: Path, *overrides: str):
@@ -84,3 +87,19 @@ def test_cli_help_and_unknown_command() -> None:
     assert "pipeline" in out.stdout
     bad = subprocess.run([*cmd, "prune"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(name: str) -> None:
+    cfg = load_config([f"experiment={name}", "data.root=somewhere"])
+    space = build_space(cfg.model, cfg.space)
+    scfg = SearchConfig.from_any(cfg.search)
+    RetrainConfig.from_any(cfg.retrain)
+    cm = cost_model(space)
+    for t in scfg.targets:
+        lo, hi = t if isinstance(t, list) else (None, t)
+        bound = parse_bound("flops", [lo, hi], cm.flops(space.max()), name)
+        assert bound.upper is not None and bound.upper >= cm.flops(space.min())
