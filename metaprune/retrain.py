@@ -345,7 +345,7 @@ def measure_latency(
 ) -> float:
     """Median milliseconds of one forward pass of ``model`` at batch 1 on the CPU (eager,
     inference mode, ``threads`` threads; 3 warm-up calls, 5 rounds of ``repeats``)."""
-    cpu = copy.deepcopy(model).float().cpu().eval()
+    cpu = copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format).eval()
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
