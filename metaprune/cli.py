@@ -38,16 +38,21 @@ def _run_train(cfg: DictConfig) -> None:
     train(cfg, Path(cfg.run_dir) / "train")
 
 
+def _supernet(cfg: DictConfig) -> str:
+    return cfg.supernet or str(Path(cfg.run_dir) / "train")
+
+
 def _run_search(cfg: DictConfig) -> None:
     from metaprune.search import search
 
-    pnet = cfg.search.pruningnet or str(Path(cfg.run_dir) / "train")
-    search(cfg, Path(cfg.run_dir) / "search", pnet)
+    search(cfg, Path(cfg.run_dir) / "search", _supernet(cfg))
 
 
 def _run_retrain(cfg: DictConfig) -> None:
     from metaprune.retrain import retrain, retrain_label
 
+    if cfg.retrain.pruningnet is None:  # retrain.init=inherit generates from the run's supernet
+        cfg.retrain.pruningnet = _supernet(cfg)
     retrain(cfg, Path(cfg.run_dir) / "retrain" / retrain_label(cfg))
 
 

@@ -86,10 +86,13 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     # every stage continues its own checkpoint, or returns at once when it is complete
     cfg = OmegaConf.merge(cfg, {"train": {"resume": True}, "search": {"resume": True}})
+    supernet = str(cfg.get("supernet") or run_dir / "train")
+    if cfg.retrain.get("pruningnet") is None:  # retrain.init=inherit generates from this supernet
+        cfg.retrain.pruningnet = supernet
     log.info("[1/3] training the PruningNet -> %s", run_dir / "train")
     train(cfg, run_dir / "train")
     log.info("[2/3] searching -> %s", run_dir / "search")
-    run = search(cfg, run_dir / "search", cfg.get("supernet") or run_dir / "train")
+    run = search(cfg, run_dir / "search", supernet)
     space = run.space
 
     rows: list[dict[str, Any]] = []
