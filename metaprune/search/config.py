@@ -41,6 +41,9 @@ class ScorerConfig:
     always fully evaluated."""
     racing_z: float = 2.0
     """Confidence multiplier: stop only if accuracy + z * standard error is still below them."""
+    racing_recalib: float = 0.25
+    """Share of the recalibration batches used before the first early-stopping test; the rest
+    only for candidates that pass it (1.0 = always recalibrate fully first)."""
     fuse_bn: bool = True
     """Fold BN into the convolutions after recalibration (exact in eval mode, faster)."""
     amp: bool = True
@@ -120,8 +123,9 @@ class SearchConfig:
         if bad or not self.objectives:
             raise ValueError(f"search.objectives={self.objectives}; choose among {COSTS}")
         s = self.scorer
-        if not 0.0 < s.racing_slice <= 1.0:
-            raise ValueError(f"search.scorer.racing_slice must be in (0, 1], got {s.racing_slice}")
+        for name in ("racing_slice", "racing_recalib"):
+            if not 0.0 < getattr(s, name) <= 1.0:
+                raise ValueError(f"search.scorer.{name} must be in (0, 1], got {getattr(s, name)}")
         for name in ("recalib_batches", "recalib_batch_size", "eval_batch_size", "racing_top_k"):
             if getattr(s, name) is not None and getattr(s, name) < 1:
                 raise ValueError(f"search.scorer.{name} must be >= 1, got {getattr(s, name)}")

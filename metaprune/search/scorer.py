@@ -11,13 +11,15 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
 * channels-last memory format (CPU and CUDA), BN folded into the convolutions after
   recalibration (exact in eval mode), then the search split, cached on the device in a fixed
   random order, evaluated in inference mode with large batches (bf16 autocast on CUDA);
-* **racing** (successive halving, beyond the paper): a candidate is first evaluated on a slice of
-  the split; it stops early if at least ``top_k`` fully evaluated candidates that cost no more
-  (FLOPs and parameters) beat its accuracy plus ``z`` standard errors; otherwise the slice
-  doubles, until the whole split is seen.  A stopped candidate's score is its accuracy on the part
+* **racing** (successive halving, beyond the paper): a candidate is first recalibrated on a
+  share of the batches (``racing_recalib``) and evaluated on a slice of the split; it stops early
+  if at least ``top_k`` fully evaluated candidates that cost no more (FLOPs and parameters) beat
+  its accuracy plus ``z`` standard errors.  Otherwise its recalibration is completed (the same
+  statistics as one full pass) and it is evaluated afresh, the slice doubling after each further
+  test until the whole split is seen.  A stopped candidate's score is its accuracy on the part
   it saw.  Under any upper-bound constraint the top-k candidates are therefore fully evaluated and
-  ranked exactly as by full evaluation; with a lower bound (a cost band) the dominating candidates
-  may fall outside the band, so racing is then a heuristic.
+  ranked exactly as by full evaluation; with a lower bound (a cost band) the dominating
+  candidates may fall outside the band, so racing is then a heuristic.
 * distributed: :class:`DistributedScorer` gives each ``torchrun`` rank a share of every batch of
   candidates and all-gathers the scores; every rank feeds all results to its racing history, so
   the ranks stay in step (racing decisions, and so scores of stopped candidates, depend on how
@@ -91,6 +93,7 @@ class ProxyScorer:
         racing_slice: float = 0.25,
         racing_top_k: int = 10,
         racing_z: float = 2.0,
+        racing_recalib: float = 0.25,
         fuse: bool = True,
         amp_dtype: torch.dtype | None = None,
         channels_last: bool = True,
@@ -112,6 +115,10 @@ class ProxyScorer:
         self.eval_batch_size = eval_batch_size
         self.racing, self.top_k, self.z = racing, racing_top_k, racing_z
         self.ends = stage_ends(len(labels), racing_slice) if racing else [len(labels)]
+        n_rec = len(self.recalib)
+        self.recalib_first = (
+            max(1, math.ceil(racing_recalib * n_rec)) if len(self.ends) > 1 else n_rec
+        )
         self.fuse = fuse
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self._costs = cost_model(self.space)
@@ -157,6 +164,7 @@ class ProxyScorer:
             racing_slice=cfg.racing_slice,
             racing_top_k=cfg.racing_top_k,
             racing_z=cfg.racing_z,
+            racing_recalib=cfg.racing_recalib,
             fuse=cfg.fuse_bn,
             amp_dtype=torch.bfloat16 if cfg.amp and cuda else None,
             channels_last=cfg.channels_last,
@@ -211,8 +219,7 @@ class ProxyScorer:
             return time.perf_counter()
         return time.process_time()
 
-    def network(self, config: ChannelConfig) -> nn.Module:
-        """The plain network of ``config`` with generated weights and recalibrated BN."""
+    def _generate(self, config: ChannelConfig) -> nn.Module:
         t0 = self._sync()
         sd = self.pnet.generate(config)
         with torch.device("meta"):
@@ -220,39 +227,72 @@ class ProxyScorer:
         net.load_state_dict(sd, strict=True, assign=True)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        t1 = self._sync()
-        with self._autocast():
-            recalibrate_bn(net, self.recalib)
-        if self.fuse:
-            fuse_bn(net)
-        t2 = self._sync()
-        self.timings["generate"] += t1 - t0
-        self.timings["recalibrate"] += t2 - t1
+        self.timings["generate"] += self._sync() - t0
         return net
 
-    @torch.inference_mode()
-    def _evaluate(self, net: nn.Module, config: ChannelConfig) -> tuple[float, int]:
+    def _recalibrate(self, net: nn.Module, batches: Sequence[Batch], reset: bool) -> None:
         t0 = self._sync()
+        with self._autocast():
+            recalibrate_bn(net, batches, reset=reset)
+        self.timings["recalibrate"] += self._sync() - t0
+
+    def _fuse(self, net: nn.Module) -> None:
+        if self.fuse:
+            t0 = self._sync()
+            fuse_bn(net)
+            self.timings["recalibrate"] += self._sync() - t0
+
+    @torch.inference_mode()
+    def _correct(self, net: nn.Module, start: int, end: int) -> int:
+        """Correct predictions on the search images ``[start, end)``."""
+        t0, correct, bs = self._sync(), 0, self.eval_batch_size
+        with self._autocast():
+            for s in range(start, end, bs):
+                e = min(s + bs, end)
+                correct += int((net(self.images[s:e]).argmax(1) == self.labels[s:e]).sum())
+        self.timings["evaluate"] += self._sync() - t0
+        self.timings["images"] += end - start
+        return correct
+
+    def network(self, config: ChannelConfig) -> nn.Module:
+        """The plain network of ``config`` with generated weights and recalibrated BN."""
+        net = self._generate(config)
+        self._recalibrate(net, self.recalib, reset=True)
+        self._fuse(net)
+        return net
+
+    def score_one(self, config: ChannelConfig) -> tuple[float, int]:
+        """(proxy accuracy, images it is measured on) of one config, racing if enabled.
+
+        With racing, BN is first recalibrated on the first ``recalib_first`` batches only and
+        the first slice evaluated; a clearly worse candidate stops there.  Otherwise the
+        cumulative recalibration continues on the other batches (identical statistics to one
+        full pass) and the candidate is evaluated afresh, slice by slice.
+        """
         flops = float(self._costs.flops(config))
         params = float(self._costs.params(config))
-        correct, seen, bs = 0, 0, self.eval_batch_size
-        with self._autocast():
-            for end in self.ends:
-                for s in range(seen, end, bs):
-                    x, y = self.images[s : min(s + bs, end)], self.labels[s : min(s + bs, end)]
-                    correct += int((net(x).argmax(1) == y).sum())
-                seen = end
-                if end < self.ends[-1] and self.clearly_worse(flops, params, correct, seen):
-                    break
-        self.timings["evaluate"] += self._sync() - t0
-        self.timings["images"] += seen
+        net = self._generate(config)
+        first = self.recalib_first
+        self._recalibrate(net, self.recalib[:first], reset=True)
+        if first < len(self.recalib):
+            correct = self._correct(net, 0, self.ends[0])
+            if self.clearly_worse(flops, params, correct, self.ends[0]):
+                return correct / self.ends[0], self.ends[0]
+            self._recalibrate(net, self.recalib[first:], reset=False)
+        self._fuse(net)
+        correct, seen = 0, 0
+        for end in self.ends:
+            correct += self._correct(net, seen, end)
+            seen = end
+            if end < self.ends[-1] and self.clearly_worse(flops, params, correct, seen):
+                break
         return correct / seen, seen
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
         """Proxy accuracy of each config (the search's :class:`Scorer` protocol)."""
         scores, details = [], []
         for c in configs:
-            acc, seen = self._evaluate(self.network(c), c)
+            acc, seen = self.score_one(c)
             d = {"samples": seen, "full": seen == self.ends[-1]}
             self.observe([c], [acc], [d])
             scores.append(acc)
