@@ -11,8 +11,9 @@ momentum step) of
 
 on the same batch and device, interleaved in one run, and reports the median time ratio per
 config, the median over configs, the share of the optimizer step in the PruningNet step, the
-PruningNet's parameter count and the peak memory of one max-config step (CUDA: the allocator's
-peak; CPU: growth of the process's peak RSS, ``ru_maxrss``, each family in a fresh process).
+PruningNet's parameter count and the peak memory of building each model and running two
+max-config steps, each in a fresh process (CUDA: the allocator's peak; CPU: growth of the peak
+RSS, which includes one-off library allocations of the first step, the same for both).
 
     python tools/bench_train.py --threads 2 --reps 3
 """
@@ -78,8 +79,8 @@ def _proc_kib(field: str) -> int:
 def peak_memory(fn, device: torch.device) -> float:
     """MiB: CUDA peak allocation of ``fn()``; on CPU (Linux), peak RSS growth during ``fn()``.
 
-    On CPU the process's high-water mark is reset first (``/proc/self/clear_refs``), so each
-    measurement is independent of what ran before.
+    On CPU the process's high-water mark is reset first (``/proc/self/clear_refs``); memory the
+    process already holds is reused unseen, so call this in a fresh process.
     """
     gc.collect()
     if device.type == "cuda":
@@ -112,6 +113,36 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def build_pnet(space: Any, args: argparse.Namespace, naive: bool = False) -> nn.Module:
+    net = create_pruningnet(space, hidden=args.hidden)
+    if naive:
+        for m in net.meta.values():
+            m.__class__ = NaiveMetaConv
+    return net.to(args.device).train()
+
+
+def step_memory(family: str, args: argparse.Namespace, which: str) -> float:
+    """Peak memory (MiB) of building ``which`` and running two max-config training steps.
+
+    Run in a fresh process; the second step holds the momentum buffers.
+    """
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    space = mp.create_space(family, stem="cifar", num_classes=10, width_mult=args.width_mult)
+    x = torch.randn(args.batch, *space.input_shape, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+
+    def run() -> None:
+        if which == "plain":
+            step = make_step(mp.build_pruned(space, space.max(), device=device), None, device)
+        else:
+            step = make_step(build_pnet(space, args), space.max(), device)
+        for _ in range(2):
+            step(x, y)
+
+    return peak_memory(run, device)
+
+
 def bench_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -122,30 +153,11 @@ def bench_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     x = torch.randn(args.batch, *space.input_shape, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
 
-    def pnet(naive: bool) -> nn.Module:
-        net = create_pruningnet(space, hidden=args.hidden)
-        if naive:
-            for m in net.meta.values():
-                m.__class__ = NaiveMetaConv
-        return net.to(device).train()
-
-    def steps_on(model: nn.Module, cfg: Any | None, n: int = 2) -> None:
-        step = make_step(model, cfg, device)
-        for _ in range(n):  # two steps: the second one holds the momentum buffers
-            step(x, y)
-
-    # peak memory of building the model and running two max-config steps (after a warm-up step,
-    # so that one-off library allocations are not counted)
-    steps_on(mp.build_pruned(space, space.max(), device=device).train(), None, 1)
-    mem_plain = peak_memory(
-        lambda: steps_on(mp.build_pruned(space, space.max(), device=device).train(), None), device
-    )
-    mem_pnet = peak_memory(lambda: steps_on(pnet(False), space.max()), device)
-    models = {"pruningnet": pnet(False)}
+    models = {"pruningnet": build_pnet(space, args)}
     if args.naive:
-        models["naive"] = pnet(True)
+        models["naive"] = build_pnet(space, args, naive=True)
     rows = []
-    print(f"\n## {family} (cifar stem)\n{HEADER}" + (NAIVE if args.naive else ""), flush=True)
+    print(HEADER + (NAIVE if args.naive else ""), flush=True)
     for cfg in configs:
         plain = mp.build_pruned(space, cfg, device=device).train()
         steps = {k: make_step(m, cfg, device) for k, m in models.items()}
@@ -179,8 +191,6 @@ def bench_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "pnet_params": n_params(models["pruningnet"]),
         "plain_params_max": mp.count_params(space, space.max()),
-        "mem_pnet_mib": mem_pnet,
-        "mem_plain_mib": mem_plain,
     }
 
 
@@ -204,6 +214,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--naive", action="store_true", help="also time the full-tensor baseline")
+    ap.add_argument("--memory-only", action="store_true", help="skip the timings")
     args = ap.parse_args()
     if args.batch is None:
         args.batch = 256 if args.device.startswith("cuda") else 128
@@ -213,13 +224,24 @@ def main() -> None:
         flush=True,
     )
     ctx = mp_.get_context("spawn")
+
+    def fresh(fn, *a):  # a fresh process per measurement: clean peak-memory figures
+        with ctx.Pool(1) as pool:
+            return pool.apply(fn, a)
+
     for family in args.families:
-        with ctx.Pool(1) as pool:  # a fresh process per family: clean peak-memory figures
-            res = pool.apply(bench_family, (family, args))
+        mem = {k: fresh(step_memory, family, args, k) for k in ("plain", "pruningnet")}
         print(
-            f"PruningNet {res['pnet_params'] / 1e6:.2f}M params, plain max "
-            f"{res['plain_params_max'] / 1e6:.2f}M; peak memory of a max-config step "
-            f"{res['mem_pnet_mib']:.0f} MiB (PruningNet) vs {res['mem_plain_mib']:.0f} MiB (plain)",
+            f"\n## {family} (cifar stem): peak memory of building the model + 2 max-config steps, "
+            f"{mem['pruningnet']:.0f} MiB (PruningNet) vs {mem['plain']:.0f} MiB (plain)",
+            flush=True,
+        )
+        if args.memory_only:
+            continue
+        res = fresh(bench_family, family, args)
+        print(
+            f"PruningNet {res['pnet_params'] / 1e6:.2f}M params, "
+            f"plain max {res['plain_params_max'] / 1e6:.2f}M",
             flush=True,
         )
         ratios = [r["ratio"] for r in res["rows"]]
