@@ -5,7 +5,8 @@ conv included) gets a :class:`~metaprune.pruningnet.blocks.MetaConv` meta block 
 network encoding, as in the official code, which generates all convs with FC meta blocks:
 
 * ``encoding="layer"`` (the paper): the layer's (input width / max, output width / max) ratios,
-  1.0 for a fixed dimension such as the image channels;
+  1.0 for a fixed dimension such as the image channels (the official MobileNetV2 code feeds the
+  three ratios of a whole inverted-residual block to each of its convs instead);
 * ``encoding="global"``: the width ratio of every gene of the config.
 
 The FC classifier is not generated: its weight is cropped (columns ``[:cin]``) from one shared
@@ -18,7 +19,8 @@ There is one forward definition: :meth:`PruningNet.forward` runs the family's pl
 :class:`~metaprune.models.arch.PrunedNet` (one skeleton on the meta device, shared by all configs)
 through ``torch.func.functional_call`` with the generated tensors.  :meth:`PruningNet.generate`
 returns those same tensors as a state dict that ``build_pruned(space, config)`` loads strictly.
-The config is always an argument; no module holds an "active" sub-network.
+The config is always an argument; no module holds an "active" sub-network (the private skeleton's
+depthwise ``groups`` are set from the argument at each call, see :meth:`PruningNet._skeleton`).
 """
 
 from __future__ import annotations
