@@ -578,17 +578,22 @@ def _same_target(a: LatencyTable, b: LatencyTable) -> bool:
 
 
 def fit_overhead(
-    table: LatencyTable, space: ChannelSpace, configs: Sequence[ChannelConfig]
+    table: LatencyTable,
+    space: ChannelSpace,
+    configs: Sequence[ChannelConfig],
+    measured: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Measure ``configs`` end to end and fit the overhead and the linear correction.
+    """Fit the overhead and the linear correction on ``configs`` measured end to end.
 
     ``sum`` mode: ``latency = sum(entries) + overhead_ms`` (mean residual).  ``linear`` mode:
     ``latency = scale * sum(entries) + offset`` (least squares).  Stored in ``table.fit``.
+    ``measured``: their end-to-end latencies if already measured, else they are measured here.
     """
     if len(configs) < 2:
         raise ValueError(f"need at least 2 networks to fit the overhead, got {len(configs)}")
     sums = LatencyModel(table, space, fitted=False).layer_sum_many(configs)
-    measured = table.measure_networks(space, configs)
+    if measured is None:
+        measured = table.measure_networks(space, configs)
     design = np.stack([sums, np.ones_like(sums)], axis=1)
     (scale, offset), *_ = np.linalg.lstsq(design, measured, rcond=None)
     table.fit = {
@@ -785,16 +790,20 @@ def validate_latency(
     reference, and with two or more passes the agreement of pass 1 with pass 2 (as if pass 1
     were a prediction) is reported as ``repeatability``: the noise ceiling of the measurement,
     which no predictor can beat.  ``refit``: fit the overhead again on the table's fit networks
-    (other configs than the validated ones), measured now, before predicting.
+    (other configs than the validated ones), measured in the same interleaved passes as the
+    validated configs, so that both see the same load on a shared machine.
     """
     if n < 2 or passes < 1:
         raise ValueError(f"validation needs n >= 2 configs and passes >= 1, got {n}, {passes}")
     space, table = model.space, model.table
-    if refit:
-        fit_overhead(table, space, [space.config(f["genes"]) for f in table.fit["nets"]])
+    fit_cfgs = [space.config(f["genes"]) for f in table.fit["nets"]] if refit else []
     rng = np.random.default_rng(seed)
     configs = [space.sample(rng) for _ in range(n)]
-    runs = np.stack([table.measure_networks(space, configs, rounds=rounds) for _ in range(passes)])
+    both = fit_cfgs + configs
+    runs = np.stack([table.measure_networks(space, both, rounds=rounds) for _ in range(passes)])
+    if refit:
+        fit_overhead(table, space, fit_cfgs, np.median(runs[:, : len(fit_cfgs)], axis=0))
+    runs = runs[:, len(fit_cfgs) :]
     measured = np.median(runs, axis=0)
     out: dict[str, Any] = {
         "n": n,
