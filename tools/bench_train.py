@@ -15,7 +15,11 @@ PruningNet's parameter count and the peak memory of building each model and runn
 max-config steps, each in a fresh process (CUDA: the allocator's peak; CPU: growth of the peak
 RSS, which includes one-off library allocations of the first step, the same for both).
 
+On a shared CPU, ``--clock cpu --threads 1`` times this process's CPU time instead of the wall
+clock, which other jobs disturb far less.
+
     python tools/bench_train.py --threads 2 --reps 3
+    python tools/bench_train.py --threads 1 --clock cpu --naive
 """
 
 from __future__ import annotations
@@ -51,21 +55,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def make_step(model: nn.Module, config: Any | None, device: torch.device):
+def make_step(model: nn.Module, config: Any | None, device: torch.device, clock=time.perf_counter):
     """A closure running one training step; returns (total seconds, optimizer seconds)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         opt.zero_grad(set_to_none=True)
         out = model(x) if config is None else model(x, config)
         F.cross_entropy(out, y).backward()
         sync(device)
-        t1 = time.perf_counter()
+        t1 = clock()
         opt.step()
         sync(device)
-        t2 = time.perf_counter()
+        t2 = clock()
         return t2 - t0, t2 - t1
 
     return step
@@ -160,8 +164,9 @@ def bench_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     print(HEADER + (NAIVE if args.naive else ""), flush=True)
     for cfg in configs:
         plain = mp.build_pruned(space, cfg, device=device).train()
-        steps = {k: make_step(m, cfg, device) for k, m in models.items()}
-        steps["plain"] = make_step(plain, None, device)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        steps = {k: make_step(m, cfg, device, clock) for k, m in models.items()}
+        steps["plain"] = make_step(plain, None, device, clock)
         times: dict[str, list[float]] = {k: [] for k in steps}
         ratios: dict[str, list[float]] = {k: [] for k in models}
         opt_share: list[float] = []
@@ -215,12 +220,22 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--naive", action="store_true", help="also time the full-tensor baseline")
     ap.add_argument("--memory-only", action="store_true", help="skip the timings")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: this process's CPU time (CPU device only; robust to other jobs on a shared "
+        "machine, use with --threads 1)",
+    )
     args = ap.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        ap.error("--clock cpu needs --device cpu")
     if args.batch is None:
         args.batch = 256 if args.device.startswith("cuda") else 128
     print(
         f"# device {args.device}, batch {args.batch}, threads {args.threads}, "
-        f"width_mult {args.width_mult}, hidden {args.hidden}, torch {torch.__version__}",
+        f"width_mult {args.width_mult}, hidden {args.hidden}, {args.clock} clock, "
+        f"torch {torch.__version__}",
         flush=True,
     )
     ctx = mp_.get_context("spawn")
