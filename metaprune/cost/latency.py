@@ -15,7 +15,9 @@ summing; the table was never released.  Here the table is measured on the machin
   (pooling, residual additions, Python dispatch between layers) fitted on a few whole networks
   measured at build time.  Because timing a layer alone keeps its weights hot in cache, a plain sum
   can be biased; a linear correction ``scale * sum + offset`` (least squares on the same networks)
-  is fitted too, and is the default.  Both are reported by ``metaprune latency validate``.
+  is fitted too (``mode='linear'``).  Both are reported by ``metaprune latency validate``.
+* **Clock**: wall clock by default; ``clock='cpu'`` (one CPU thread) reads the thread's CPU
+  time, so that preemption by other jobs on a shared machine is not counted as latency.
 
 Departures from the paper: the table is keyed by layer geometry rather than by layer index (equal
 layers are measured once), and the predictor includes the fitted correction; all width pairs are
@@ -597,7 +599,7 @@ def fit_overhead(
     design = np.stack([sums, np.ones_like(sums)], axis=1)
     (scale, offset), *_ = np.linalg.lstsq(design, measured, rcond=None)
     table.fit = {
-        "mode": "linear" if scale > 0 else "sum",
+        "mode": "sum",
         "overhead_ms": float(np.mean(measured - sums)),
         "scale": float(scale),
         "offset": float(offset),
@@ -613,8 +615,9 @@ class LatencyModel:
     """Predicted latency (ms) of the configs of one space from a :class:`LatencyTable`.
 
     ``mode='linear'``: ``scale * sum + offset``; ``mode='sum'``: ``sum + overhead_ms``, where
-    ``sum`` adds the table entries of every layer of the config; ``None``: the fit's choice
-    (linear, unless its slope came out non-positive on too few or too similar networks).  Vectorised over configs: one
+    ``sum`` adds the table entries of every layer of the config; ``None``: the table's default
+    (``sum``: on the shared test machine the fitted slope drifted with the load, see
+    BENCHMARKS.md).  Vectorised over configs: one
     gather and one sum over a flat array of all layers' (in width, out width) latencies.
     """
 
@@ -688,7 +691,7 @@ class LatencyModel:
 
     def predict_many(self, configs: Sequence[ChannelConfig], mode: str | None = None) -> np.ndarray:
         """Predicted latency (ms) of each config."""
-        mode = mode or self.mode or self.table.fit.get("mode", "linear")
+        mode = mode or self.mode or self.table.fit.get("mode", "sum")
         s = self.layer_sum_many(configs)
         fit = self.table.fit
         if mode == "sum":
