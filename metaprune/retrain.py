@@ -65,7 +65,7 @@ from metaprune.engine import (
     seed_everything,
     supervised_step,
 )
-from metaprune.engine.trainer import LossFn, StepFn
+from metaprune.engine.trainer import LossFn, StepFn, train_loader
 from metaprune.export import (
     FORMATS,
     ExportMismatchError,
@@ -421,16 +421,7 @@ def retrain(
     if rcfg.kd.teacher:
         teacher = load_teacher(rcfg.kd.teacher, space).to(rt.device)
         step_fn = kd_step(teacher, rcfg.kd.temperature, rcfg.kd.weight)
-    loader = make_loader(
-        data.train,
-        tcfg.batch_size,
-        train=True,
-        device=rt.device,
-        seed=tcfg.seed,
-        rank=rt.rank,
-        world_size=rt.world_size,
-        channels_last=rt.channels_last,
-    )
+    loader = train_loader(data.train, tcfg, rt)
     val_loader = make_loader(data.search, tcfg.eval_batch_size, train=False, device=rt.device)
 
     def validate(net: nn.Module) -> dict[str, float]:

@@ -41,7 +41,7 @@ from metaprune.engine import (
     seed_everything,
 )
 from metaprune.engine.checkpoint import FORMAT as TRAIN_STATE_FORMAT
-from metaprune.engine.trainer import StepFn
+from metaprune.engine.trainer import StepFn, train_loader
 from metaprune.io import CheckpointError, atomic_torch_save, atomic_write_json, safe_torch_load
 from metaprune.models import build_pruned, create_space
 from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
@@ -120,16 +120,7 @@ def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
 
     seed_everything(tcfg.seed)
     pnet = create_pruningnet(space, **asdict(pcfg))
-    loader = make_loader(
-        data.train,
-        tcfg.batch_size,
-        train=True,
-        device=rt.device,
-        seed=tcfg.seed,
-        rank=rt.rank,
-        world_size=rt.world_size,
-        channels_last=rt.channels_last,
-    )
+    loader = train_loader(data.train, tcfg, rt)
     recal_loader = make_loader(
         data.train, tcfg.batch_size, train=True, device=rt.device, seed=tcfg.seed + 1
     )

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from metaprune.data import Loader, make_loader
 from metaprune.engine.checkpoint import CheckpointStore
 from metaprune.engine.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
 from metaprune.engine.runtime import Runtime, get_rng_state, seed_everything, set_rng_state
@@ -91,6 +92,21 @@ class TrainConfig:
     """Training batches used to recalibrate BN statistics before validating a configuration."""
     val_batches: int | None = None
     """Cap on the validation batches (of ``eval_batch_size``); null = the whole split."""
+
+
+def train_loader(dataset: Any, cfg: TrainConfig, rt: Runtime) -> Loader:
+    """The training loader of a run: shuffled and augmented from ``cfg.seed``, this rank's shard,
+    batches of ``cfg.batch_size`` on the run's device."""
+    return make_loader(
+        dataset,
+        cfg.batch_size,
+        train=True,
+        device=rt.device,
+        seed=cfg.seed,
+        rank=rt.rank,
+        world_size=rt.world_size,
+        channels_last=rt.channels_last,
+    )
 
 
 def supervised_step(
