@@ -30,7 +30,7 @@ def random_crop_flip(
 ) -> torch.Tensor:
     """Random ``pad``-pixel-padded crop (zero fill) and, if ``hflip``, a random horizontal flip
     of every image of the batch ``x`` (B, C, H, W); same shape and dtype, on ``x``'s device."""
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     dev = x.device
     xp = F.pad(x, (pad, pad, pad, pad)) if pad else x
     oy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=generator)
@@ -41,8 +41,12 @@ def random_crop_flip(
         cols = torch.where(flip, w - 1 - cols, cols)
     rows = oy + torch.arange(h, device=dev)  # (B, H)
     cols = ox + cols  # (B, W)
-    bi = torch.arange(b, device=dev)[:, None, None]
-    return xp[bi, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B,H,W,C)->BCHW
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    ci = torch.arange(c, device=dev)[None, :, None, None]
+    # one gather straight into a fresh (B, C, H, W) tensor with the standard strides (a permuted
+    # view of a (B, H, W, C) gather looks channels-last for 1-channel images, which sent a CPU
+    # conv backward into heap corruption)
+    return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 class Loader:
