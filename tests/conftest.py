@@ -6,9 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
 
 from metaprune import create_space
 from metaprune.space import ChannelSpace
+
+# tiny models gain nothing from intra-op threads, and on a shared 2-core machine oversubscribed
+# OpenMP threads slow every test many times over
+torch.set_num_threads(1)
 
 # small, odd input sizes exercise the spatial arithmetic of strided convs and pooling
 TINY_INPUT = {"cifar": {"input_size": 14, "in_chans": 1}, "imagenet": {"input_size": 37}}
