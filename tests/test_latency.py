@@ -279,3 +279,56 @@ def test_cuda_table():
     assert table.device_type == "cuda" and table.device == torch.cuda.get_device_name()
     assert all(v > 0 for v in table.entries.values())
     assert LatencyModel(table, space).predict(space.max()) > 0
+
+
+class WidthScorer:
+    """Analytic stand-in for the proxy accuracy: wider is better."""
+
+    def score(self, configs):
+        return [float(np.mean(c.ratios())) for c in configs]
+
+
+def test_latency_constrained_and_pareto_search_with_a_fake_table(tmp_path):
+    from metaprune.search import SearchConfig, default_costs, run_search
+
+    space = tiny_space("resnet20", choices=(0.25, 0.5, 0.75, 1.0))
+    model = load_latency_model(fake_table(space).save(tmp_path / "t.json"), space)
+    costs = default_costs(space, model)
+    lo, hi = model.predict(space.min()), model.predict(space.max())
+    bound = lo + 0.4 * (hi - lo)  # absolute milliseconds
+    small = {"population": 12, "generations": 3, "parents": 4, "mutation_children": 4}
+    small.update(crossover_children=4, tensorboard=False)
+    run = run_search(
+        space,
+        WidthScorer(),
+        costs,
+        SearchConfig(constraints={"latency": f"{bound}ms"}, **small),
+        tmp_path / "ga",
+    )
+    best = run.winners[0]["best"]
+    assert best["latency"] <= bound
+    assert best["latency"] == pytest.approx(model.predict(run.config(best)))
+    assert all(r["latency"] <= bound for r in run.front)
+    # a wider config under the bound would score higher: the winner is the best scored one
+    fits = [r for r in run.table() if r["latency"] <= bound]
+    assert best["accuracy"] == max(r["accuracy"] for r in fits)
+
+    pareto = run_search(
+        space,
+        WidthScorer(),
+        costs,
+        SearchConfig(algorithm="nsga2", objectives=["latency", "flops"], **small),
+        tmp_path / "nsga2",
+    )
+    front = pareto.front
+    assert front
+    for a in front:
+        for b in front:
+            dominates = (
+                b["accuracy"] >= a["accuracy"]
+                and b["latency"] <= a["latency"]
+                and b["flops"] <= a["flops"]
+                and (b["accuracy"], b["latency"], b["flops"])
+                != (a["accuracy"], a["latency"], a["flops"])
+            )
+            assert not dominates
