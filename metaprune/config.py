@@ -20,7 +20,7 @@ from metaprune.space import ChannelSpace
 T = TypeVar("T")
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
+def to_plain(cfg: Any) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg or {})
@@ -31,7 +31,7 @@ def to_dataclass(schema: type[T], group: Any) -> T:
     mapping, or ``None`` for the defaults); unknown keys raise ``ValueError`` naming them."""
     if isinstance(group, schema):
         return group
-    values = _plain(group)
+    values = to_plain(group)
     known = {f.name for f in fields(schema)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
@@ -50,7 +50,7 @@ def build_space(
     ``in_chans``, ``input_size`` and ``num_classes`` left null in the config are taken from the
     data (``data_shape`` is (C, H, W)); ``space.choices`` replaces the paper's 31 ratios.
     """
-    opts = _plain(model)
+    opts = to_plain(model)
     name = opts.pop("name")
     if data_shape is not None:
         if opts.get("in_chans") is None:
@@ -60,5 +60,5 @@ def build_space(
     if opts.get("num_classes") is None and num_classes is not None:
         opts["num_classes"] = num_classes
     opts = {k: v for k, v in opts.items() if v is not None}
-    choices = _plain(space).get("choices") if space is not None else None
+    choices = to_plain(space).get("choices") if space is not None else None
     return create_space(name, choices=choices, **opts)

@@ -79,7 +79,7 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
     """Run every stage of ``cfg`` in ``run_dir`` and write ``summary.md`` / ``summary.json``."""
     from metaprune.retrain import retrain
     from metaprune.search import search
-    from metaprune.search.results import _bounds
+    from metaprune.search.results import bounds_from_json
     from metaprune.train import train
 
     run_dir = Path(run_dir)
@@ -119,7 +119,9 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
             row.update(latency_ms=res["latency_ms"], test_accuracy=res["test_accuracy"])
             row["export"] = str(Path("retrain") / label / res["export"]["dir"])
         base = (
-            uniform_baseline(space, _bounds(w["bounds"])) if pcfg.get("baselines", True) else None
+            uniform_baseline(space, bounds_from_json(w["bounds"]))
+            if pcfg.get("baselines", True)
+            else None
         )
         if base is not None:
             ratio = space.ratios[base.indices[0]]

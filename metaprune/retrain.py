@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from metaprune.config import _plain, build_space, to_dataclass
+from metaprune.config import build_space, to_dataclass, to_plain
 from metaprune.cost import count_flops, count_params
 from metaprune.cost.latency import make_runner, time_runners
 from metaprune.data import build_datasets, make_loader
@@ -164,7 +164,7 @@ class RetrainConfig:
         """A validated config from itself, a mapping or an OmegaConf node (unknown keys fail)."""
         if isinstance(group, cls):
             return group.validate()
-        merged = OmegaConf.merge(OmegaConf.structured(cls), _plain(group))
+        merged = OmegaConf.merge(OmegaConf.structured(cls), to_plain(group))
         out = OmegaConf.to_object(merged)
         assert isinstance(out, cls)
         return out.validate()
@@ -360,7 +360,7 @@ def _engine_configs(
     cfg: DictConfig, rcfg: RetrainConfig
 ) -> tuple[TrainConfig, OptimConfig, SchedConfig]:
     def merged(name: str) -> dict[str, Any]:
-        return {**_plain(cfg.get(name)), **getattr(rcfg, name)}
+        return {**to_plain(cfg.get(name)), **getattr(rcfg, name)}
 
     tcfg = to_dataclass(TrainConfig, merged("train"))
     if rcfg.epochs is not None:
@@ -437,7 +437,7 @@ def retrain(
         step_fn=step_fn,
         validate_fn=validate if len(data.search) else None,
         fingerprint=fingerprint,
-        meta={"space": space.describe(), "config": config.to_dict(), "run": _plain(cfg)},
+        meta={"space": space.describe(), "config": config.to_dict(), "run": to_plain(cfg)},
         runtime=rt,
     )
     fit = trainer.fit()

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from metaprune.config import _plain, build_space, to_dataclass
+from metaprune.config import build_space, to_dataclass, to_plain
 from metaprune.data import build_datasets, make_loader
 from metaprune.engine import (
     OptimConfig,
@@ -146,7 +146,7 @@ def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
         step_fn=pruningnet_step(ConfigSampler(space, tcfg.sampling, tcfg.sandwich)),
         validate_fn=validate if len(data.search) else None,
         fingerprint=fingerprint,
-        meta={"space": space.describe(), "pruningnet": asdict(pcfg), "config": _plain(cfg)},
+        meta={"space": space.describe(), "pruningnet": asdict(pcfg), "config": to_plain(cfg)},
         runtime=rt,
     )
     result = trainer.fit()

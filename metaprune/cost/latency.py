@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from metaprune.io import atomic_write_json
-from metaprune.models.arch import Conv, Layer, _conv_bn
+from metaprune.models.arch import Conv, Layer, conv_bn
 from metaprune.models.registry import build_pruned
 from metaprune.space import ChannelConfig, ChannelSpace
 
@@ -112,7 +112,7 @@ class EntryKey:
         if self.kind == "linear":
             return nn.Linear(self.cin, self.cout).eval()
         conv = Conv(self.cin, self.cout, self.kernel, self.stride, self.depthwise, self.act)
-        return _conv_bn(conv, {}, act_kind).eval()
+        return conv_bn(conv, {}, act_kind).eval()
 
     def example(self, batch: int) -> torch.Tensor:
         """A random input of the layer's shape (batch first)."""

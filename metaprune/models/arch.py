@@ -130,7 +130,7 @@ def _act(kind: str) -> nn.Module:
     return nn.ReLU6(inplace=True) if kind == "relu6" else nn.ReLU(inplace=True)
 
 
-def _conv_bn(conv: Conv, widths: Mapping[str, int], act: str) -> nn.Sequential:
+def conv_bn(conv: Conv, widths: Mapping[str, int], act: str) -> nn.Sequential:
     cin, cout = resolve(conv.cin, widths), resolve(conv.cout, widths)
     groups = cin if conv.depthwise else 1
     mods: list[nn.Module] = [
@@ -147,9 +147,9 @@ class PrunedBlock(nn.Module):
 
     def __init__(self, block: Block, widths: Mapping[str, int], act: str) -> None:
         super().__init__()
-        self.body = nn.Sequential(*(_conv_bn(c, widths, act) for c in block.body))
+        self.body = nn.Sequential(*(conv_bn(c, widths, act) for c in block.body))
         self.residual = block.residual
-        self.shortcut = _conv_bn(block.shortcut, widths, act) if block.shortcut else nn.Identity()
+        self.shortcut = conv_bn(block.shortcut, widths, act) if block.shortcut else nn.Identity()
         self.post = _act(act) if block.post_act else nn.Identity()
         self.pool = nn.MaxPool2d(3, 2, 1) if block.maxpool else nn.Identity()
 

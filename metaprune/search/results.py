@@ -44,7 +44,7 @@ def read_json(path: str | Path) -> Any:
         raise CheckpointError(f"{path} is corrupt: {e}") from e
 
 
-def _bounds(specs: Sequence[Mapping[str, Any]]) -> list[Bound]:
+def bounds_from_json(specs: Sequence[Mapping[str, Any]]) -> list[Bound]:
     return [Bound(d["cost"], d["lower"], d["upper"]) for d in specs]
 
 
@@ -155,7 +155,7 @@ class SearchRun:
         rows meeting the search's constraints."""
         cfg = self.meta["config"]
         costs = cfg["objectives"] if cfg["algorithm"] == "nsga2" else [cfg["cost"]]
-        rows = self.select(_bounds(self.meta["constraints"]))
+        rows = self.select(bounds_from_json(self.meta["constraints"]))
         run = SearchRun(self.run_dir, self.meta, rows, self._space)
         return run.pareto(costs)
 
@@ -166,7 +166,7 @@ class SearchRun:
         targets = self.meta["targets"] or [{"target": None, "bounds": self.meta["constraints"]}]
         out = []
         for t in targets:
-            row = self._best(_bounds(t["bounds"]))
+            row = self._best(bounds_from_json(t["bounds"]))
             out.append({"target": t["target"], "bounds": t["bounds"], "best": row})
         return out
 
