@@ -1,9 +1,9 @@
 """Objects built from the Hydra configuration (the ``conf/`` tree).
 
 The configuration of a run has the groups ``model``, ``space``, ``data``, ``pruningnet``,
-``optim``, ``sched``, ``train``, ``search``, ``retrain``, ``cost``; each is backed by a dataclass
-schema so that a typo fails at start-up.  The functions here are what the Hydra entry points and a
-notebook both call.
+``optim``, ``sched``, ``train``, ``search``, ``retrain``, ``pipeline``; each is backed by a
+dataclass schema (:mod:`metaprune.schema`) so that a typo fails at start-up.  The functions here
+are what the Hydra entry points and a notebook both call.
 """
 
 from __future__ import annotations
