@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import torch
 
 from metaprune import create_space
-from metaprune.space import ChannelSpace
+from metaprune.space import ChannelConfig, ChannelSpace
 
 # tiny models gain nothing from intra-op threads, and on a shared 2-core machine oversubscribed
 # OpenMP threads slow every test many times over
@@ -30,3 +31,22 @@ def tiny_space() -> Callable[..., ChannelSpace]:
         return create_space(name, **kw)
 
     return make
+
+
+class WidthScorer:
+    """A cheap analytic stand-in for the search proxy: the mean width ratio (wider is better)."""
+
+    def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
+        return [sum(c.ratios()) / len(c.indices) for c in configs]
+
+
+def ddp_env(rank: int, world: int, port: int) -> None:
+    """The environment torchrun gives rank ``rank`` of ``world`` (one thread, loopback)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ddp_env
 from torch import nn
 
 from metaprune.engine import (
@@ -298,14 +299,7 @@ def test_bf16_autocast_step_on_cpu(tmp_path):
 
 
 def _ddp_worker(rank, world, port, out, x, y):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    ddp_env(rank, world, port)
     cfg = TrainConfig(epochs=2, batch_size=8, device="cpu", log_every=1)
     tr = Trainer(
         tiny_net(dropout=0.0, bn=False),

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import WidthScorer
 
 from metaprune.cost.latency import (
     LatencyModel,
@@ -279,13 +280,6 @@ def test_cuda_table():
     assert table.device_type == "cuda" and table.device == torch.cuda.get_device_name()
     assert all(v > 0 for v in table.entries.values())
     assert LatencyModel(table, space).predict(space.max()) > 0
-
-
-class WidthScorer:
-    """Analytic stand-in for the proxy accuracy: wider is better."""
-
-    def score(self, configs):
-        return [float(np.mean(c.ratios())) for c in configs]
 
 
 def test_latency_constrained_and_pareto_search_with_a_fake_table(tmp_path):

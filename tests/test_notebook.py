@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import WidthScorer
 
 from metaprune import create_space, run_search
 from metaprune.search import SearchConfig, default_costs
-from metaprune.space import ChannelConfig
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "pareto.ipynb"
-
-
-class WidthScorer:
-    """A cheap analytic stand-in for the proxy: wider is better, with diminishing returns."""
-
-    def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
-        return [sum(r**0.5 for r in c.ratios()) / len(c.indices) for c in configs]
 
 
 def test_pareto_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

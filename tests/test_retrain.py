@@ -8,6 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from conftest import WidthScorer
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -143,13 +144,6 @@ def test_retrain_with_inherit_and_distillation(space, tmp_path):
 
 
 # -- config resolution --------------------------------------------------------------------------
-class RatioScorer:
-    """A cheap analytic proxy: wider is better."""
-
-    def score(self, configs):
-        return [float(np.mean(c.ratios())) for c in configs]
-
-
 @pytest.fixture(scope="module")
 def search_dir(space, tmp_path_factory):
     cfg = SearchConfig(
@@ -162,7 +156,7 @@ def search_dir(space, tmp_path_factory):
         tensorboard=False,
     )
     out = tmp_path_factory.mktemp("search")
-    run_search(space, RatioScorer(), default_costs(space), cfg, out)
+    run_search(space, WidthScorer(), default_costs(space), cfg, out)
     return out
 
 

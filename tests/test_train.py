@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import ddp_env
 from omegaconf import OmegaConf
 
 import metaprune.train as mtrain
@@ -176,14 +176,7 @@ def test_reference_configs_use_nearest_ratio():
 
 
 def _ddp_train(rank, world, port, out_dir):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    ddp_env(rank, world, port)
     metrics = train(run_cfg(), out_dir)
     assert metrics["steps"] == 2
     torch.distributed.destroy_process_group()
