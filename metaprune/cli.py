@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from metaprune.config import use_supernet
 from metaprune.schema import CONF_DIR, register_configs
 
 USAGE = """usage: metaprune {train,search,retrain,pipeline} [key=value ...]
@@ -38,21 +39,16 @@ def _run_train(cfg: DictConfig) -> None:
     train(cfg, Path(cfg.run_dir) / "train")
 
 
-def _supernet(cfg: DictConfig) -> str:
-    return cfg.supernet or str(Path(cfg.run_dir) / "train")
-
-
 def _run_search(cfg: DictConfig) -> None:
     from metaprune.search import search
 
-    search(cfg, Path(cfg.run_dir) / "search", _supernet(cfg))
+    search(cfg, Path(cfg.run_dir) / "search", use_supernet(cfg, cfg.run_dir))
 
 
 def _run_retrain(cfg: DictConfig) -> None:
     from metaprune.retrain import retrain, retrain_label
 
-    if cfg.retrain.pruningnet is None:  # retrain.init=inherit generates from the run's supernet
-        cfg.retrain.pruningnet = _supernet(cfg)
+    use_supernet(cfg, cfg.run_dir)
     retrain(cfg, Path(cfg.run_dir) / "retrain" / retrain_label(cfg))
 
 

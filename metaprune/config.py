@@ -8,8 +8,10 @@ are what the Hydra entry points and a notebook both call.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -62,3 +64,12 @@ def build_space(
     opts = {k: v for k, v in opts.items() if v is not None}
     choices = to_plain(space).get("choices") if space is not None else None
     return create_space(name, choices=choices, **opts)
+
+
+def use_supernet(cfg: DictConfig, run_dir: str | os.PathLike) -> str:
+    """The trained PruningNet of a run (``cfg.supernet``, else ``run_dir/train``); also made the
+    default of ``retrain.pruningnet``, from which ``retrain.init=inherit`` generates weights."""
+    supernet = str(cfg.get("supernet") or Path(run_dir) / "train")
+    if cfg.retrain.get("pruningnet") is None:
+        cfg.retrain.pruningnet = supernet
+    return supernet

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from metaprune.config import use_supernet
 from metaprune.io import atomic_write_json, atomic_write_text
 from metaprune.search.constraints import Bound
 from metaprune.search.evolution import default_costs
@@ -86,9 +87,7 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     # every stage continues its own checkpoint, or returns at once when it is complete
     cfg = OmegaConf.merge(cfg, {"train": {"resume": True}, "search": {"resume": True}})
-    supernet = str(cfg.get("supernet") or run_dir / "train")
-    if cfg.retrain.get("pruningnet") is None:  # retrain.init=inherit generates from this supernet
-        cfg.retrain.pruningnet = supernet
+    supernet = use_supernet(cfg, run_dir)
     log.info("[1/3] training the PruningNet -> %s", run_dir / "train")
     train(cfg, run_dir / "train")
     log.info("[2/3] searching -> %s", run_dir / "search")
