@@ -4,6 +4,7 @@ analytic scorer, and the proxy scorer on a tiny PruningNet."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
 from dataclasses import replace
 
@@ -273,34 +274,66 @@ def test_proxy_scorer_equals_plain_evaluation(proxy_parts):
     assert scorer.timings["candidates"] == 4 and scorer.timings["images"] == 480
 
 
-def test_racing_stops_only_clearly_dominated(proxy_parts):
-    from metaprune.cost import cost_model
-    from metaprune.search import ProxyScorer
-    from metaprune.search.scorer import stage_ends
+def test_paired_test_and_stage_ends():
+    from metaprune.search.racing import paired_beats, stage_ends
 
     assert stage_ends(100, 0.25) == [25, 50, 100]
     assert stage_ends(100, 1.0) == [100]
+    cand = np.zeros(100, dtype=bool)
+    cand[:60] = True  # 60% correct
+    same_plus = cand.copy()
+    same_plus[60:70] = True  # right on every image the candidate gets, and 10 more
+    shuffled = np.random.default_rng(0).permutation(same_plus)  # 70%, unpaired with cand
+    worse = cand.copy()
+    worse[:5] = False
+    rivals = np.stack([same_plus, shuffled, worse, cand])
+    # 10 points better on the same images is decisive; the same 10 points on other images is not
+    assert paired_beats(rivals, cand, z=2.0).tolist() == [True, False, False, False]
+
+
+def test_racing_stops_only_candidates_beaten_by_k_rivals(proxy_parts):
+    from metaprune.cost import cost_model
+    from metaprune.search import Bound, ProxyScorer
+    from metaprune.search.racing import Rivalry
+
     sp, pnet, images, labels, recal, configs = proxy_parts
     full = ProxyScorer(pnet, recal, images, labels, racing=False).score(configs)
     kw = {"racing_slice": 0.25, "racing_top_k": 2}
     racer = ProxyScorer(pnet, recal, images, labels, **kw)
     assert racer.score(configs) == full  # no history yet: everything fully evaluated
-    # two cheaper, better candidates in the history stop every candidate after its first slice
+    assert all(c is not None and len(c) == 120 for c in racer.last_correct)
+    # two rivals right on every image, in a history saved and restored as JSON
     cm = cost_model(sp)
+    big, small = sp.max(), sp.min()
+    perfect = [np.ones(120, dtype=bool)] * 2
     racer = ProxyScorer(pnet, recal, images, labels, **kw)
-    racer.load_state_dict({"history": [[0, 0, 0.99], [0, 0, 0.99]]})
+    racer.observe([small, small], [1.0, 1.0], perfect)
+    racer.load_state_dict(json.loads(json.dumps(racer.state_dict())))
     fast = racer.score(configs)
-    assert [d["samples"] for d in racer.last_details] == [30] * 4
+    assert [d["samples"] for d in racer.last_details] == [30] * 4  # all stop after one slice
+    assert racer.last_correct == [None] * 4
     # ... measured after recalibrating on the first of the two batches only (racing_recalib)
     first = ProxyScorer(pnet, recal[:1], images[:30], labels[:30], racing=False).score(configs)
     assert fast == first
-    # ... but not a candidate cheaper than them, nor one they do not beat clearly
-    f, p = cm.flops(configs[0]), cm.params(configs[0])
-    racer.load_state_dict({"history": [[f + 1, p, 0.99], [f, p, 0.99]]})
-    assert not racer.clearly_worse(f, p, 10, 30)
-    racer.load_state_dict({"history": [[f, p, 0.4], [f, p, 0.4]]})
-    assert not racer.clearly_worse(f, p, 10, 30)  # 1/3 + 2 s.e. > 0.4
-    assert racer.clearly_worse(f, p, 3, 30)
+    # rivals that cost more than the candidate do not stop it (no groups: dominance)
+    racer = ProxyScorer(pnet, recal, images, labels, **kw)
+    racer.observe([big, big], [1.0, 1.0], perfect)
+    assert racer.score(configs[:1]) == full[:1]
+    # with groups (a GA's targets) a candidate is stopped only if beaten in every group it meets
+    racer = ProxyScorer(pnet, recal, images, labels, **kw)
+    racer.observe([small, small], [1.0, 1.0], perfect)
+    everything = [Bound("flops", None, float(cm.flops(big)))]
+    only_big = [Bound("flops", float(cm.flops(big)), None)]  # the small rivals are not in it
+    racer.set_rivalry(Rivalry({"flops": cm.flops_many}, [everything, only_big], ["flops"]))
+
+    def samples(config):
+        racer.score([config])
+        return racer.last_details[0]["samples"]
+
+    assert samples(configs[0]) == 30  # meets `everything` only: beaten there
+    assert samples(big) == 120  # meets both; no rival in `only_big`
+    racer.set_rivalry(Rivalry({"flops": cm.flops_many}, [only_big], ["flops"]))
+    assert samples(configs[1]) == 30  # meets no group: dominated by the cheaper rivals
 
 
 def test_distributed_scorer_shards_and_gathers(space):

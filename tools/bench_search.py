@@ -8,9 +8,10 @@ Two parts, each measured side by side in one run:
             evaluate with batches of 256) against :class:`~metaprune.search.ProxyScorer` without
             racing, on the same candidates and images; plus the fast scorer's time shares.
 ``compare`` on Fashion-MNIST (28x28) with a briefly trained ResNet-20 PruningNet:
-            a small GA with the racing scorer (targets 0.5 of max FLOPs) produces the candidate
-            stream; the same candidates are then scored by the plain full evaluation, the fast
-            scorer without racing, and with racing; reports seconds per candidate, speed-up and
+            the paper's GA (population 50, top-10 parents, ``--generations``) with the racing
+            scorer under 0.5 of max FLOPs produces the candidate stream; the candidates racing
+            stopped (and a sample of the survivors) are re-scored by full evaluation, a random
+            sample by the plain path for its time; reports seconds per candidate, speed-up and
             Kendall tau against full evaluation, whether the top-k leaders keep their order, and
             the winner at 50% FLOPs against the uniform-width config of equal or higher FLOPs.
 
@@ -57,10 +58,10 @@ def plain_scores(pnet, configs, recal, images, labels, bs: int = 256) -> tuple[l
     return scores, time.process_time() - t0
 
 
-def fast_scores(scorer: ProxyScorer, configs) -> tuple[list[float], float, dict]:
+def fast_scores(scorer: ProxyScorer, configs) -> tuple[list[float], float]:
     t0 = time.process_time()
     scores = scorer.score(configs)
-    return scores, time.process_time() - t0, dict(scorer.timings)
+    return scores, time.process_time() - t0
 
 
 def shares(t: dict) -> str:
@@ -89,7 +90,8 @@ def timing(args: argparse.Namespace) -> list[str]:
         configs = [space.sample(np.random.default_rng(i)) for i in range(n)]
         _, t_plain = plain_scores(pnet, configs, recal, images, labels)
         fast = ProxyScorer(pnet, rebatch(recal, 256), images, labels, racing=False)
-        _, t_fast, t = fast_scores(fast, configs)
+        _, t_fast = fast_scores(fast, configs)
+        t = fast.timings
         lines.append(
             f"| {name} | {n} | {n_rec} + {n_eval} | {t_plain / n:.2f} | {t_fast / n:.2f} "
             f"| {t_plain / t_fast:.2f}x | {n / t_fast:.2f} | {shares(t)} |"
@@ -129,7 +131,12 @@ def brief_pruningnet(args: argparse.Namespace, data) -> Path:
 
 
 def compare(args: argparse.Namespace) -> list[str]:
-    """Plain vs fast vs fast + racing on one GA candidate stream (Fashion-MNIST, trained)."""
+    """Plain vs fast + racing on the candidate stream of a GA (Fashion-MNIST, trained).
+
+    The GA runs with the racing scorer; its fully evaluated candidates *are* full-evaluation
+    scores (same recalibration batches, cumulative statistics, whole split).  The candidates it
+    stopped, and a sample of the survivors as a check, are re-scored by the fast scorer without
+    racing (full evaluation), and a random sample by the plain ``score_config`` for its time."""
     # no augmentation: BN recalibrated on the plain training images
     data = build_datasets({"name": "fashion_mnist", "search_size": 0.1, "augment": False})
     path = args.pruningnet or brief_pruningnet(args, data)
@@ -146,78 +153,53 @@ def compare(args: argparse.Namespace) -> list[str]:
         torch.cat(ys)[perm][: args.eval_images],
     )
 
-    fast_recal = rebatch(recal, 256)
-
-    def racer(racing: bool = True) -> ProxyScorer:
+    def scorer(racing: bool) -> ProxyScorer:
         return ProxyScorer(
             pnet,
-            fast_recal,
+            recal,
             images,
             labels,
             racing=racing,
             racing_slice=args.racing_slice,
             racing_top_k=args.top_k,
+            racing_recalib=args.racing_recalib,
         )
 
-    # the candidate stream: a small GA with the racing scorer
-    cfg = SearchConfig(
-        population=args.population,
-        generations=args.generations,
-        parents=args.top_k,
-        mutation_children=args.population // 2,
-        crossover_children=args.population // 4,
-        targets=[0.5],
-        tensorboard=False,
-    )
+    # the candidate stream: the paper's GA (population, parents, children) with racing
+    cfg = SearchConfig(generations=args.generations, targets=[0.5], tensorboard=False)
     out = Path(tempfile.mkdtemp(prefix="bench_search_"))
-    t0 = time.process_time()
-    run = run_search(space, racer(), default_costs(space), cfg, out)
-    t_search = time.process_time() - t0
+    racer = scorer(racing=True)
+    run = run_search(space, racer, default_costs(space), cfg, out)
+    shutil.rmtree(out, ignore_errors=True)
     rows = run.table()
     configs = [run.config(r) for r in rows]
-    n = len(configs)
-    print(f"GA: {n} candidates in {t_search:.0f} CPU s", flush=True)
+    n, t = len(configs), racer.timings
+    t_race = t["generate"] + t["recalibrate"] + t["evaluate"]
+    stopped = [i for i, r in enumerate(rows) if not r["full"]]
+    print(f"GA: {n} candidates, {len(stopped)} stopped, {t_race / n:.2f} s/cand", flush=True)
 
-    full, t_plain = plain_scores(pnet, configs, recal, images, labels)
-    print(f"plain: {t_plain / n:.2f}s/cand", flush=True)
+    rng = np.random.default_rng(0)
+    survivors = [i for i in range(n) if rows[i]["full"]]
+    check = sorted(rng.choice(survivors, min(args.check, len(survivors)), replace=False))
+    redo = sorted(stopped + [int(i) for i in check])
+    ref = scorer(racing=False)
+    redo_scores, t_full = fast_scores(ref, [configs[i] for i in redo])
+    full = [r["accuracy"] for r in rows]
+    for i, s in zip(redo, redo_scores, strict=True):
+        full[i] = s
+    drift = max(abs(rows[i]["accuracy"] - full[i]) for i in check) if check else 0.0
+    print(f"full (fast, no racing): {t_full / len(redo):.2f} s/cand", flush=True)
 
-    def leaders_ok(scores: list[float]) -> str:
-        """Is the top-k by full evaluation also the top-k, in the same order, by ``scores``?"""
-        k = args.top_k
-        order_full = sorted(range(n), key=lambda i: -full[i])[:k]
-        order_fast = sorted(range(n), key=lambda i: -scores[i])[:k]
-        return "yes" if order_full == order_fast else "no"
+    sample = sorted(int(i) for i in rng.choice(n, min(args.plain, n), replace=False))
+    plain, t_plain = plain_scores(pnet, [configs[i] for i in sample], recal, images, labels)
+    plain_drift = max(abs(p - full[i]) for p, i in zip(plain, sample, strict=True))
+    t_plain /= len(sample)
+    print(f"plain: {t_plain:.2f} s/cand", flush=True)
 
-    lines = [
-        f"Candidates: {n} (the stream of a GA with the racing scorer: population "
-        f"{args.population}, {args.generations} generations, target 0.5 of max FLOPs, plus the "
-        f"uniform baselines; the GA took {t_search:.0f} CPU s). Recalibration "
-        f"{len(recal) * 128} training images, evaluation {len(labels)} search-split images.",
-        "",
-        "| scorer | CPU s / candidate | speed-up vs plain | Kendall tau vs full "
-        f"| top-{args.top_k} in order | stopped early | images evaluated "
-        "| generate / recalibrate / evaluate |",
-        "|---|---:|---:|---:|---|---:|---:|---|",
-        f"| plain full evaluation (`score_config`: recalibration batches of 128, evaluation "
-        f"batches of 256) | {t_plain / n:.2f} | 1.00x | 1.000 | yes | 0 | 100% | |",
-    ]
-    racing_name = (
-        f"fast + racing (recalibration share 0.25, first slice {args.racing_slice}, "
-        f"top-k {args.top_k}, z 2)"
-    )
-    variants = [(racing_name, racer())]
-    if args.no_racing:
-        variants.insert(0, ("fast, no racing", racer(racing=False)))
-    for name, scorer in variants:
-        scores, t_s, t = fast_scores(scorer, configs)
-        stopped = sum(1 for d in scorer.last_details if not d["full"])
-        lines.append(
-            f"| {name} | {t_s / n:.2f} | {t_plain / t_s:.2f}x | {kendall_tau(full, scores):.3f} "
-            f"| {leaders_ok(scores)} | {stopped} | {100 * t['images'] / (n * len(labels)):.0f}% "
-            f"| {shares(t)} |"
-        )
-        print(lines[-1], flush=True)
-    lines.append("")
+    race = [r["accuracy"] for r in rows]
+    k = args.top_k
+    leaders = sorted(range(n), key=lambda i: -full[i])[:k]
+    in_order = leaders == sorted(range(n), key=lambda i: -race[i])[:k]
     best = run.winners[0]["best"]
     max_flops = run.meta["max_cost"]["flops"]
     uniform = next(
@@ -226,15 +208,36 @@ def compare(args: argparse.Namespace) -> list[str]:
         if count_flops(space, space.uniform(r)) >= best["flops"]
     )
     u_score = score_config(pnet, uniform[1], recal, batches(images, labels, 256))
-    w_score = full[[r["id"] for r in rows].index(best["id"])]
-    lines.append(
+    lines = [
+        f"Candidates: {n} (the GA's stream with the racing scorer: population {cfg.population}, "
+        f"{cfg.generations} generations, top {cfg.parents} parents, target 0.5 of max FLOPs, "
+        f"plus {len(run.meta['baselines'])} uniform baselines). Recalibration "
+        f"{len(recal) * 128} training images in batches of 128 (every scorer), evaluation "
+        f"{len(labels)} search-split images. Racing: recalibration share {args.racing_recalib}, "
+        f"first slice {args.racing_slice}, top-k {k}, z 2, paired test.",
+        "",
+        "| scorer | CPU s / candidate | speed-up vs plain | Kendall tau vs full "
+        f"| top-{k} in order | stopped early | images evaluated "
+        "| generate / recalibrate / evaluate |",
+        "|---|---:|---:|---:|---|---:|---:|---|",
+        f"| plain full evaluation (`score_config`; {len(sample)} sampled candidates; "
+        f"max difference to full {plain_drift:.1e}) | {t_plain:.2f} | 1.00x | 1.000 | yes "
+        "| 0 | 100% | |",
+        f"| fast, full evaluation (no racing; the {len(stopped)} stopped + {len(check)} "
+        f"sampled survivors; survivors' scores equal the racing run's to {drift:.1e}) "
+        f"| {t_full / len(redo):.2f} | {t_plain * len(redo) / t_full:.2f}x | 1.000 | yes | 0 "
+        f"| 100% | {shares(ref.timings)} |",
+        f"| fast + racing (the whole stream) | {t_race / n:.2f} | {t_plain * n / t_race:.2f}x "
+        f"| {kendall_tau(full, race):.3f} | {'yes' if in_order else 'no'} "
+        f"| {len(stopped)} of {n} | {100 * t['images'] / (n * len(labels)):.0f}% "
+        f"| {shares(t)} |",
+        "",
         f"Winner at <= 50% of max FLOPs: {best['flops'] / 1e6:.2f} MFLOPs "
-        f"({best['flops'] / max_flops:.2f} of max), proxy top-1 {w_score:.4f} (full evaluation); "
-        f"uniform width {uniform[0]} ({count_flops(space, uniform[1]) / 1e6:.2f} MFLOPs, "
-        f"{count_flops(space, uniform[1]) / max_flops:.2f} of max): {u_score:.4f}."
-    )
+        f"({best['flops'] / max_flops:.2f} of max), proxy top-1 {full[best['id']]:.4f} (full "
+        f"evaluation); uniform width {uniform[0]} ({count_flops(space, uniform[1]) / 1e6:.2f} "
+        f"MFLOPs, {count_flops(space, uniform[1]) / max_flops:.2f} of max): {u_score:.4f}.",
+    ]
     (Path(args.out) / "compare.json").write_text(json.dumps({"full": full, "rows": rows}))
-    shutil.rmtree(out, ignore_errors=True)
     for line in lines:
         print(line)
     return lines
@@ -251,11 +254,12 @@ def main() -> None:
     p.add_argument("--timing-candidates", type=int, default=6)
     p.add_argument("--recal-images", type=int, default=2048)
     p.add_argument("--eval-images", type=int, default=6000)
-    p.add_argument("--population", type=int, default=12)
-    p.add_argument("--generations", type=int, default=3)
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--racing-slice", type=float, default=0.125)
-    p.add_argument("--no-racing", action="store_true", help="compare: also time fast, no racing")
+    p.add_argument("--generations", type=int, default=6, help="compare: GA generations")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--racing-slice", type=float, default=0.0625)
+    p.add_argument("--racing-recalib", type=float, default=0.25)
+    p.add_argument("--check", type=int, default=10, help="compare: survivors re-scored in full")
+    p.add_argument("--plain", type=int, default=8, help="compare: candidates timed plain")
     p.add_argument("--out", default="outputs/bench_search")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -42,6 +42,7 @@ from metaprune.io import CheckpointError, atomic_write_text
 from metaprune.search.config import SearchConfig, config_diff
 from metaprune.search.constraints import Bound, Constraints, CostFn, InfeasibleConstraintError
 from metaprune.search.pareto import pareto_mask
+from metaprune.search.racing import Rivalry
 from metaprune.search.results import SearchRun, read_json, write_results
 from metaprune.space import ChannelConfig, ChannelSpace
 
@@ -58,7 +59,8 @@ class Scorer(Protocol):
 
     Optional extras the search uses when present: ``last_details`` (one dict per config of the
     last call, added to the results table), ``state_dict()`` / ``load_state_dict(d)`` (JSON-able
-    state saved with each checkpoint).
+    state saved with each checkpoint), ``set_rivalry(r)`` (told once whom candidates compete
+    with, for racing: :class:`~metaprune.search.racing.Rivalry`).
     """
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]: ...
@@ -131,6 +133,9 @@ class Evolution:
         ]
         self.stages = self._make_stages()
         self._check_stage_feasible()
+        set_rivalry = getattr(scorer, "set_rivalry", None)
+        if callable(set_rivalry):
+            set_rivalry(self.rivalry())
         n_obj = 1 + (len(cfg.objectives) if cfg.algorithm == "nsga2" else 0)
         self.Fitness, self.Individual = _deap_classes(n_obj)
         self.toolbox = self._make_toolbox()
@@ -153,6 +158,14 @@ class Evolution:
                 for i, (t, b) in enumerate(zip(self.cfg.targets, self.targets, strict=True))
             ]
         return [Stage("search", None, list(self.base_bounds))]
+
+    def rivalry(self) -> Rivalry:
+        """Whom a racing scorer's candidates race against: in the GA the leaders of each stage
+        (its bounds), in NSGA-II the candidates that cost no more in every objective."""
+        if self.cfg.algorithm == "ga":
+            groups = [st.bounds for st in self.stages]
+            return Rivalry(self.constraints.costs, groups, [self.cfg.cost])
+        return Rivalry(self.constraints.costs, (), list(self.cfg.objectives))
 
     def _check_stage_feasible(self) -> None:
         """Joint upper bounds are feasible iff the minimal config meets them (monotone costs)."""

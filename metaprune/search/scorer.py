@@ -11,17 +11,17 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
 * channels-last memory format (CPU and CUDA), BN folded into the convolutions after
   recalibration (exact in eval mode), then the search split, cached on the device in a fixed
   random order, evaluated in inference mode with large batches (bf16 autocast on CUDA);
-* **racing** (successive halving, beyond the paper): a candidate is first recalibrated on a
-  share of the batches (``racing_recalib``) and evaluated on a slice of the split; it stops early
-  if at least ``top_k`` fully evaluated candidates that cost no more (FLOPs and parameters) beat
-  its accuracy plus ``z`` standard errors.  Otherwise its recalibration is completed (the same
-  statistics as one full pass) and it is evaluated afresh, the slice doubling after each further
-  test until the whole split is seen.  A stopped candidate's score is its accuracy on the part
-  it saw.  Under any upper-bound constraint the top-k candidates are therefore fully evaluated and
-  ranked exactly as by full evaluation; with a lower bound (a cost band) the dominating
-  candidates may fall outside the band, so racing is then a heuristic.
+* **racing** (successive halving, beyond the paper; :mod:`metaprune.search.racing`): a candidate
+  is first recalibrated on a share of the batches (``racing_recalib``) and evaluated on a slice
+  of the split; it stops early if, in every group of its rivals (each search target it meets),
+  at least ``top_k`` fully evaluated rivals beat it by a paired image-by-image test.  Otherwise
+  its recalibration is completed (the same statistics as one full pass) and it is evaluated
+  afresh, the slice doubling after each further test until the whole split is seen.  A stopped
+  candidate's score is its accuracy on the part it saw; every target's top-k is fully evaluated
+  and ranked exactly as by full evaluation.
 * distributed: :class:`DistributedScorer` gives each ``torchrun`` rank a share of every batch of
-  candidates and all-gathers the scores; every rank feeds all results to its racing history, so
+  candidates and all-gathers the scores (and the per-image correctness of the fully evaluated
+  ones); every rank feeds all results to its racing history, so
   the ranks stay in step (racing decisions, and so scores of stopped candidates, depend on how
   candidates are split between ranks).
 """
@@ -40,10 +40,10 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from metaprune.cost import cost_model
 from metaprune.engine.evaluate import recalibrate_bn
 from metaprune.models.arch import PrunedNet
 from metaprune.search.config import ScorerConfig
+from metaprune.search.racing import RaceHistory, Rivalry, stage_ends
 from metaprune.space import ChannelConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -63,22 +63,16 @@ def fuse_bn(model: nn.Module) -> nn.Module:
     return model
 
 
-def stage_ends(n: int, first: float) -> list[int]:
-    """Sample counts after which racing tests a candidate: ``first`` of ``n``, doubling, ``n``."""
-    ends, k = [], max(1, math.ceil(first * n))
-    while k < n:
-        ends.append(k)
-        k *= 2
-    return [*ends, n]
-
-
 class ProxyScorer:
     """The MetaPruning proxy: accuracy of generated weights after BN recalibration.
 
     ``recalib`` is the fixed list of training batches; ``images`` / ``labels`` the whole (ordered)
     search split on the device.  After each :meth:`score` call, ``last_details`` holds the
-    number of images each candidate saw and whether it saw all; ``timings`` accumulates seconds
-    spent generating weights, recalibrating and evaluating (see :meth:`_sync` for the clock).
+    number of images each candidate saw and whether it saw all, and ``last_correct`` the
+    per-image correctness of each fully evaluated candidate (``None`` for a stopped one);
+    ``timings`` accumulates seconds spent generating weights, recalibrating and evaluating (see
+    :meth:`_sync` for the clock).  The search tells the scorer its rivals with
+    :meth:`set_rivalry`; on its own the scorer races against cheaper candidates.
     """
 
     def __init__(
@@ -121,9 +115,9 @@ class ProxyScorer:
         )
         self.fuse = fuse
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self._costs = cost_model(self.space)
-        self.history = np.zeros((0, 3))  # fully evaluated: flops, params, accuracy
+        self.history = RaceHistory(self.space, len(labels))
         self.last_details: list[dict[str, Any]] = []
+        self.last_correct: list[np.ndarray | None] = []
         self.timings = dict.fromkeys(("generate", "recalibrate", "evaluate"), 0.0)
         self.timings.update(candidates=0, images=0)
 
@@ -171,39 +165,25 @@ class ProxyScorer:
         )
 
     # -- racing history ---------------------------------------------------------------------
+    def set_rivalry(self, rivalry: Rivalry) -> None:
+        """Who candidates race against (the search's targets; see :mod:`~.racing`)."""
+        self.history.set_rivalry(rivalry)
+
     def observe(
-        self, configs: Sequence[ChannelConfig], scores: Sequence[float], details: Sequence[dict]
+        self,
+        configs: Sequence[ChannelConfig],
+        scores: Sequence[float],
+        correct: Sequence[np.ndarray | None],
     ) -> None:
         """Add fully evaluated results (of this or another rank) to the racing history."""
-        full = [i for i, d in enumerate(details) if d.get("full", True)]
-        if not full:
-            return
-        picked = [configs[i] for i in full]
-        rows = np.stack(
-            [
-                self._costs.flops_many(picked),
-                self._costs.params_many(picked),
-                np.array([scores[i] for i in full], dtype=np.float64),
-            ],
-            axis=1,
-        )
-        self.history = np.concatenate([self.history, rows])
+        if self.racing:
+            self.history.add(configs, scores, correct)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history.tolist()}
+        return {"history": self.history.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = np.asarray(state["history"], dtype=np.float64).reshape(-1, 3)
-
-    def clearly_worse(self, flops: float, params: float, correct: int, seen: int) -> bool:
-        """At least ``top_k`` fully evaluated, no costlier candidates beat the upper
-        confidence bound of this candidate's accuracy so far."""
-        if len(self.history) < self.top_k:
-            return False
-        p = correct / seen
-        ucb = p + self.z * math.sqrt(max(p * (1.0 - p), 1.0 / seen) / seen)
-        h = self.history
-        return int(((h[:, 0] <= flops) & (h[:, 1] <= params) & (h[:, 2] > ucb)).sum()) >= self.top_k
+        self.history.load_state_dict(state["history"])
 
     # -- scoring ----------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -243,16 +223,17 @@ class ProxyScorer:
             self.timings["recalibrate"] += self._sync() - t0
 
     @torch.inference_mode()
-    def _correct(self, net: nn.Module, start: int, end: int) -> int:
-        """Correct predictions on the search images ``[start, end)``."""
-        t0, correct, bs = self._sync(), 0, self.eval_batch_size
+    def _correct(self, net: nn.Module, start: int, end: int) -> np.ndarray:
+        """Per-image correctness on the search images ``[start, end)``."""
+        t0, hits, bs = self._sync(), [], self.eval_batch_size
         with self._autocast():
             for s in range(start, end, bs):
                 e = min(s + bs, end)
-                correct += int((net(self.images[s:e]).argmax(1) == self.labels[s:e]).sum())
+                hits.append(net(self.images[s:e]).argmax(1) == self.labels[s:e])
+        out = torch.cat(hits).cpu().numpy()
         self.timings["evaluate"] += self._sync() - t0
         self.timings["images"] += end - start
-        return correct
+        return out
 
     def network(self, config: ChannelConfig) -> nn.Module:
         """The plain network of ``config`` with generated weights and recalibrated BN."""
@@ -261,44 +242,48 @@ class ProxyScorer:
         self._fuse(net)
         return net
 
-    def score_one(self, config: ChannelConfig) -> tuple[float, int]:
-        """(proxy accuracy, images it is measured on) of one config, racing if enabled.
+    def score_one(self, config: ChannelConfig) -> tuple[float, np.ndarray, bool]:
+        """(proxy accuracy, per-image correctness on the images seen, whether it saw all) of
+        one config, racing if enabled.
 
         With racing, BN is first recalibrated on the first ``recalib_first`` batches only and
         the first slice evaluated; a clearly worse candidate stops there.  Otherwise the
         cumulative recalibration continues on the other batches (identical statistics to one
         full pass) and the candidate is evaluated afresh, slice by slice.
         """
-        flops = float(self._costs.flops(config))
-        params = float(self._costs.params(config))
+        costs = self.history.candidate_costs(config) if self.racing else {}
+
+        def stop(correct: np.ndarray) -> bool:
+            return self.history.clearly_worse(costs, correct, self.top_k, self.z)
+
         net = self._generate(config)
         first = self.recalib_first
         self._recalibrate(net, self.recalib[:first], reset=True)
         if first < len(self.recalib):
             correct = self._correct(net, 0, self.ends[0])
-            if self.clearly_worse(flops, params, correct, self.ends[0]):
-                return correct / self.ends[0], self.ends[0]
+            if stop(correct):
+                return float(correct.mean()), correct, False
             self._recalibrate(net, self.recalib[first:], reset=False)
         self._fuse(net)
-        correct, seen = 0, 0
+        correct, seen = np.zeros(0, dtype=bool), 0
         for end in self.ends:
-            correct += self._correct(net, seen, end)
+            correct = np.concatenate([correct, self._correct(net, seen, end)])
             seen = end
-            if end < self.ends[-1] and self.clearly_worse(flops, params, correct, seen):
-                break
-        return correct / seen, seen
+            if end < self.ends[-1] and stop(correct):
+                return float(correct.mean()), correct, False
+        return float(correct.mean()), correct, True
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
         """Proxy accuracy of each config (the search's :class:`Scorer` protocol)."""
-        scores, details = [], []
+        scores, details, full = [], [], []
         for c in configs:
-            acc, seen = self.score_one(c)
-            d = {"samples": seen, "full": seen == self.ends[-1]}
-            self.observe([c], [acc], [d])
+            acc, correct, done = self.score_one(c)
             scores.append(acc)
-            details.append(d)
+            details.append({"samples": len(correct), "full": done})
+            full.append(correct if done else None)
+            self.observe([c], [acc], full[-1:])
         self.timings["candidates"] += len(configs)
-        self.last_details = details
+        self.last_details, self.last_correct = details, full
         return scores
 
 
@@ -323,7 +308,8 @@ def shard(n: int, rank: int, world_size: int) -> list[int]:
 
 class DistributedScorer:
     """Splits each batch of candidates among ranks, scores this rank's share with ``inner``
-    and all-gathers the scores (``gather`` defaults to ``torch.distributed``)."""
+    and all-gathers the scores, details and per-image correctness (``gather`` defaults to
+    ``torch.distributed``)."""
 
     def __init__(
         self, inner: Any, rank: int, world_size: int, gather: Gather | None = None
@@ -337,20 +323,26 @@ class DistributedScorer:
         mine = [configs[i] for i in shard(len(configs), self.rank, self.world_size)]
         scores = list(self.inner.score(mine)) if mine else []
         details = list(getattr(self.inner, "last_details", None) or [{}] * len(scores))
-        parts = self.gather((scores, details))
+        correct = list(getattr(self.inner, "last_correct", None) or [None] * len(scores))
+        parts = self.gather((scores, details, correct))
         out: list[float] = [0.0] * len(configs)
         all_details: list[dict[str, Any]] = [{}] * len(configs)
         observe = getattr(self.inner, "observe", None)
-        for r, (s, d) in enumerate(parts):
+        for r, (s, d, c) in enumerate(parts):
             idx = shard(len(configs), r, self.world_size)
             if len(s) != len(idx):
                 raise RuntimeError(f"rank {r} returned {len(s)} scores for {len(idx)} candidates")
             for i, v, dd in zip(idx, s, d, strict=True):
                 out[i], all_details[i] = float(v), dd
             if r != self.rank and callable(observe) and idx:
-                observe([configs[i] for i in idx], s, d)
+                observe([configs[i] for i in idx], s, c)
         self.last_details = all_details
         return out
+
+    def set_rivalry(self, rivalry: Rivalry) -> None:
+        set_rivalry = getattr(self.inner, "set_rivalry", None)
+        if callable(set_rivalry):
+            set_rivalry(rivalry)
 
     def state_dict(self) -> dict[str, Any] | None:
         get = getattr(self.inner, "state_dict", None)
