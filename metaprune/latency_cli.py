@@ -21,6 +21,7 @@ from metaprune.cost.latency import (
     CLOCKS,
     MODES,
     RUNTIMES,
+    SAMPLINGS,
     LatencyModel,
     LatencyTable,
     build_latency_table,
@@ -88,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=1, help="calls per runner and round")
     b.add_argument("--rounds", type=int, default=25, help="interleaved rounds")
     b.add_argument(
+        "--settle", type=int, default=0, help="untimed calls before each runner's timed ones"
+    )
+    b.add_argument(
         "--clock",
         default="wall",
         choices=CLOCKS,
@@ -102,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--rounds", type=int, default=None, help="timing rounds (table's default)")
     v.add_argument("--passes", type=int, default=2, help="independent measurement passes")
     v.add_argument("--refit", action="store_true", help="refit the overhead on fresh timings")
+    v.add_argument(
+        "--sampling",
+        default="uniform",
+        choices=SAMPLINGS,
+        help="uniform genes (configs near the mean) or spread over the latency range",
+    )
     v.add_argument("--json", default=None, help="write the full result here")
     v.add_argument("--plot", default=None, help="write a predicted-vs-measured PNG here")
     return p
@@ -128,6 +138,7 @@ def _build(a: argparse.Namespace) -> dict[str, Any]:
         repeats=a.repeats,
         rounds=a.rounds,
         clock=a.clock,
+        settle=a.settle,
         n_fit=a.n_fit,
         path=a.out,
         progress=progress,
@@ -149,7 +160,13 @@ def _validate(a: argparse.Namespace) -> dict[str, Any]:
     model = LatencyModel(table, space)
     t0 = time.perf_counter()
     result = validate_latency(
-        model, n=a.n, seed=a.seed, rounds=a.rounds, passes=a.passes, refit=a.refit
+        model,
+        n=a.n,
+        seed=a.seed,
+        rounds=a.rounds,
+        passes=a.passes,
+        refit=a.refit,
+        sampling=a.sampling,
     )
     result.update(
         table=str(a.table),

@@ -176,6 +176,19 @@ class ChannelSpace:
         """A config with each gene's choice drawn uniformly (the paper's structure sampling)."""
         return self.config(as_rng(rng).integers(0, len(self.ratios), len(self.genes)))
 
+    def sample_spread(self, rng: RngLike = None, window: float = 0.25) -> ChannelConfig:
+        """A config whose genes are drawn uniformly within ``window`` (a share of the choices)
+        around a common level, itself drawn uniformly.  Configs of :meth:`sample` all cost
+        close to the mean (a sum of many independent genes); these cover the whole cost range,
+        as the configs of a search over several targets do."""
+        if not 0.0 <= window <= 1.0:
+            raise ValueError(f"sample_spread window must be in [0, 1], got {window}")
+        r, n = as_rng(rng), len(self.ratios)
+        half = round(window * n / 2)
+        level = int(r.integers(0, n))
+        lo, hi = max(0, level - half), min(n - 1, level + half)
+        return self.config(r.integers(lo, hi + 1, len(self.genes)))
+
     def mutate(self, config: ChannelConfig, p: float, rng: RngLike = None) -> ChannelConfig:
         """Redraw each gene uniformly with probability ``p``."""
         self.check(config)

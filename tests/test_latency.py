@@ -22,6 +22,7 @@ from metaprune.cost.latency import (
     layer_acts,
     load_latency_model,
     required_keys,
+    time_runners,
     validate_latency,
 )
 from metaprune.latency_cli import latency_main, space_of_table
@@ -224,6 +225,14 @@ def test_cpu_clock_and_bad_arguments():
         build_latency_table(space, runtime="tflite")
     with pytest.raises(ValueError, match="n_fit"):
         build_latency_table(space, n_fit=1)
+    calls = []
+    ms = time_runners([lambda: calls.append(1)], warmup=2, settle=1, repeats=2, rounds=3)
+    assert len(calls) == 2 + 3 * (1 + 2) and ms.shape == (1,)  # settle calls are not timed
+    with pytest.raises(ValueError, match="settle >= 0"):
+        build_latency_table(space, settle=-1)
+    model = LatencyModel(table, space)
+    with pytest.raises(ValueError, match="unknown sampling"):
+        validate_latency(model, n=2, sampling="grid")
 
 
 def test_validation_metrics_and_cli(tmp_path):
@@ -232,9 +241,10 @@ def test_validation_metrics_and_cli(tmp_path):
     assert latency_main(["build", "--model", "resnet20", "--stem", "cifar", "--width-mult",
                          "0.25", "--input-size", "8", "--choices", "0.5", "1.0",
                          "--warmup", "1", "--repeats", "2", "--rounds", "1", "--n-fit", "3",
+                         "--settle", "1",
                          "--out", str(out)]) == 0  # fmt: skip
     table = LatencyTable.load(out)
-    assert space_of_table(table).fingerprint == space.fingerprint
+    assert space_of_table(table).fingerprint == space.fingerprint and table.timing["settle"] == 1
     old_nets = table.fit["nets"]
     res = validate_latency(LatencyModel(table, space), n=4, seed=0, rounds=1, refit=True)
     assert len(res["measured_ms"]) == 4 and res["passes"] == 2
@@ -244,10 +254,11 @@ def test_validation_metrics_and_cli(tmp_path):
     for r in res["modes"].values():
         assert 0 <= r["within10"] <= 100 and r["mape"] >= 0 and -1 <= r["tau"] <= 1
     plot, js = tmp_path / "v.png", tmp_path / "v.json"
-    args = ["validate", "--table", str(out), "--n", "3", "--rounds", "1"]
+    args = ["validate", "--table", str(out), "--n", "3", "--rounds", "1", "--sampling", "spread"]
     assert latency_main([*args, "--plot", str(plot), "--json", str(js)]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(json.loads(js.read_text())["configs"]) == 3
+    assert json.loads(js.read_text())["sampling"] == "spread"
 
 
 def test_kendall_tau_and_metrics():

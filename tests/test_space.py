@@ -135,6 +135,24 @@ def test_sample_is_seeded_and_uniform() -> None:
     assert all(len(set(draws[:, g])) == 31 for g in range(draws.shape[1]))
 
 
+def test_sample_spread_covers_the_cost_range() -> None:
+    from metaprune.cost import cost_model
+
+    space = create_space("mobilenet_v2")
+    flops = cost_model(space).flops_many
+    rng = np.random.default_rng(0)
+    spread = flops([space.sample_spread(rng) for _ in range(200)]) / flops([space.max()])[0]
+    plain = flops([space.sample(rng) for _ in range(200)]) / flops([space.max()])[0]
+    assert plain.min() > 0.1 and plain.max() < 0.6  # uniform genes: around the mean
+    assert spread.min() < 0.05 and spread.max() > 0.8  # spread: from near-min to near-max
+    for _ in range(20):  # every gene within the window around a common level
+        idx = np.array(space.sample_spread(rng, window=0.25).indices)
+        assert idx.max() - idx.min() <= round(0.25 * 31 / 2) * 2
+    assert len(set(space.sample_spread(rng, window=0.0).indices)) == 1
+    with pytest.raises(ValueError, match="window"):
+        space.sample_spread(rng, window=1.5)
+
+
 def n_changed(a: ChannelConfig, b: ChannelConfig) -> int:
     return sum(x != y for x, y in zip(a.indices, b.indices, strict=True))
 

@@ -54,6 +54,7 @@ FORMAT = "metaprune-latency/1"
 RUNTIMES = ("torch", "onnxruntime")
 MODES = ("linear", "sum")
 CLOCKS = ("wall", "cpu")
+SAMPLINGS = ("uniform", "spread")
 
 
 class LatencyTableError(ValueError):
@@ -231,22 +232,26 @@ def time_runners(
     repeats: int = 1,
     rounds: int = 25,
     clock: str = "wall",
+    settle: int = 0,
 ) -> np.ndarray:
     """Median milliseconds per call of each runner.
 
     Every runner is warmed up, then called ``repeats`` times in each of ``rounds`` interleaved
     rounds (runner 1, 2, ..., n, then again), so a burst of load from other processes spreads
     over many runners instead of ruining one (on the shared 2-core machine, one call per round
-    over 50 rounds gave clearly more repeatable medians than 5 calls over 10 rounds).  CUDA:
-    timed with CUDA events.  ``clock='cpu'``
-    (CPU, one thread only) reads the calling thread's CPU time instead of the wall clock, so
-    time the thread spends preempted by other processes on a shared machine is not counted.
+    over 50 rounds gave clearly more repeatable medians than 5 calls over 10 rounds).
+    ``settle`` untimed calls open each runner's turn in a round, so its timed calls find its
+    weights in the caches (steady-state latency, as when one network serves requests back to
+    back) instead of whatever the previous runner left there.  CUDA: timed with CUDA events.
+    ``clock='cpu'`` (CPU, one thread only) reads the calling thread's CPU time instead of the
+    wall clock, so time the thread spends preempted by other processes is not counted.
     """
     if clock not in CLOCKS:
         raise ValueError(f"unknown clock {clock!r}; choose one of {list(CLOCKS)}")
-    if warmup < 0 or repeats < 1 or rounds < 1:
+    if warmup < 0 or settle < 0 or repeats < 1 or rounds < 1:
         raise ValueError(
-            f"need warmup >= 0, repeats >= 1, rounds >= 1; got {warmup}, {repeats}, {rounds}"
+            "need warmup >= 0, settle >= 0, repeats >= 1, rounds >= 1; got "
+            f"{warmup}, {settle}, {repeats}, {rounds}"
         )
     cuda = torch.device(device).type == "cuda"
     if cuda and clock == "cpu":
@@ -261,6 +266,8 @@ def time_runners(
     for r in range(rounds):
         for i, run in enumerate(runners):
             cols = slice(r * repeats, (r + 1) * repeats)
+            for _ in range(settle):
+                run()
             if cuda:
                 events = [torch.cuda.Event(enable_timing=True) for _ in range(2 * repeats)]
                 for k in range(repeats):
@@ -514,6 +521,7 @@ def build_latency_table(
     repeats: int = 1,
     rounds: int = 25,
     clock: str = "wall",
+    settle: int = 0,
     n_fit: int = 10,
     path: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -547,7 +555,13 @@ def build_latency_table(
         input_shape=space.input_shape,
         act=space.arch.act,
         channels_last=channels_last,
-        timing={"warmup": warmup, "repeats": repeats, "rounds": rounds, "clock": clock},
+        timing={
+            "warmup": warmup,
+            "repeats": repeats,
+            "rounds": rounds,
+            "clock": clock,
+            "settle": settle,
+        },
         versions=_versions(runtime),
     )
     if path is not None and Path(path).is_file():
@@ -786,8 +800,14 @@ def validate_latency(
     rounds: int | None = None,
     passes: int = 2,
     refit: bool = False,
+    sampling: str = "uniform",
 ) -> dict[str, Any]:
     """Measure ``n`` random configs end to end and compare with both prediction modes.
+
+    ``sampling``: ``uniform`` draws every gene uniformly (:meth:`ChannelSpace.sample`: the
+    configs cluster within about +-10 % of the mean latency, so the rank correlation there
+    mostly measures the timing noise); ``spread`` draws them across the whole latency range
+    (:meth:`ChannelSpace.sample_spread`), as a search over several targets visits them.
 
     The configs are measured in ``passes`` independent interleaved passes; their median is the
     reference, and with two or more passes the agreement of pass 1 with pass 2 (as if pass 1
@@ -798,10 +818,13 @@ def validate_latency(
     """
     if n < 2 or passes < 1:
         raise ValueError(f"validation needs n >= 2 configs and passes >= 1, got {n}, {passes}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; choose one of {list(SAMPLINGS)}")
     space, table = model.space, model.table
     fit_cfgs = [space.config(f["genes"]) for f in table.fit["nets"]] if refit else []
     rng = np.random.default_rng(seed)
-    configs = [space.sample(rng) for _ in range(n)]
+    draw = space.sample if sampling == "uniform" else space.sample_spread
+    configs = [draw(rng) for _ in range(n)]
     both = fit_cfgs + configs
     runs = np.stack([table.measure_networks(space, both, rounds=rounds) for _ in range(passes)])
     if refit:
@@ -813,6 +836,7 @@ def validate_latency(
         "seed": seed,
         "passes": passes,
         "refit": refit,
+        "sampling": sampling,
         "measured_ms": measured.tolist(),
         "modes": {},
     }
