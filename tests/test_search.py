@@ -291,6 +291,20 @@ def test_paired_test_and_stage_ends():
     assert paired_beats(rivals, cand, z=2.0).tolist() == [True, False, False, False]
 
 
+def test_stopped_score_is_corrected_by_the_slice_difficulty(space):
+    from metaprune.search.racing import RaceHistory
+
+    hist = RaceHistory(space, 100)
+    easy_head = np.zeros(100, dtype=bool)
+    easy_head[:20] = True  # right on the first 20 images only: 0.2 overall
+    assert hist.estimate(np.ones(10, dtype=bool)) == 1.0  # no history: the raw accuracy
+    hist.add([space.max()], [0.2], [easy_head])
+    # the first 10 images were 0.8 easier than the whole split for the evaluated candidate
+    assert hist.estimate(np.ones(10, dtype=bool)) == pytest.approx(0.2)
+    half = np.r_[np.ones(5), np.zeros(5)].astype(bool)
+    assert hist.estimate(half) == 0.0  # 0.5 - 0.8, clipped
+
+
 def test_racing_stops_only_candidates_beaten_by_k_rivals(proxy_parts):
     from metaprune.cost import cost_model
     from metaprune.search import Bound, ProxyScorer

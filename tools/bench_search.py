@@ -181,14 +181,22 @@ def compare(args: argparse.Namespace) -> list[str]:
     rng = np.random.default_rng(0)
     survivors = [i for i in range(n) if rows[i]["full"]]
     check = sorted(rng.choice(survivors, min(args.check, len(survivors)), replace=False))
-    redo = sorted(stopped + [int(i) for i in check])
+    full = [r["accuracy"] for r in rows]
+    # full scores of an earlier run with the same PruningNet and images, by network
+    known = {}
+    if args.full_from:
+        old = json.loads(Path(args.full_from).read_text())
+        known = {tuple(r["widths"]): f for r, f in zip(old["rows"], old["full"], strict=True)}
+    unknown = [i for i in stopped if tuple(rows[i]["widths"]) not in known]
+    redo = sorted({*unknown, *(int(i) for i in check)})
+    for i in stopped:
+        full[i] = known.get(tuple(rows[i]["widths"]), full[i])
     ref = scorer(racing=False)
     redo_scores, t_full = fast_scores(ref, [configs[i] for i in redo])
-    full = [r["accuracy"] for r in rows]
     for i, s in zip(redo, redo_scores, strict=True):
         full[i] = s
     drift = max(abs(rows[i]["accuracy"] - full[i]) for i in check) if check else 0.0
-    print(f"full (fast, no racing): {t_full / len(redo):.2f} s/cand", flush=True)
+    print(f"full: {len(unknown)} stopped re-scored, {len(stopped) - len(unknown)} known")
 
     sample = sorted(int(i) for i in rng.choice(n, min(args.plain, n), replace=False))
     plain, t_plain = plain_scores(pnet, [configs[i] for i in sample], recal, images, labels)
@@ -223,8 +231,9 @@ def compare(args: argparse.Namespace) -> list[str]:
         f"| plain full evaluation (`score_config`; {len(sample)} sampled candidates; "
         f"max difference to full {plain_drift:.1e}) | {t_plain:.2f} | 1.00x | 1.000 | yes "
         "| 0 | 100% | |",
-        f"| fast, full evaluation (no racing; the {len(stopped)} stopped + {len(check)} "
-        f"sampled survivors; survivors' scores equal the racing run's to {drift:.1e}) "
+        f"| fast, full evaluation (no racing; {len(redo)} candidates: stopped ones not scored "
+        f"by `--full-from`, and {len(check)} sampled survivors, whose scores equal the racing "
+        f"run's to {drift:.1e}) "
         f"| {t_full / len(redo):.2f} | {t_plain * len(redo) / t_full:.2f}x | 1.000 | yes | 0 "
         f"| 100% | {shares(ref.timings)} |",
         f"| fast + racing (the whole stream) | {t_race / n:.2f} | {t_plain * n / t_race:.2f}x "
@@ -260,6 +269,11 @@ def main() -> None:
     p.add_argument("--racing-recalib", type=float, default=0.25)
     p.add_argument("--check", type=int, default=10, help="compare: survivors re-scored in full")
     p.add_argument("--plain", type=int, default=8, help="compare: candidates timed plain")
+    p.add_argument(
+        "--full-from",
+        help="compare: compare.json of an earlier run (same PruningNet and images) whose full "
+        "scores are reused for the networks it scored",
+    )
     p.add_argument("--out", default="outputs/bench_search")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

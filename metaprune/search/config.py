@@ -31,16 +31,18 @@ class ScorerConfig:
     search_limit: int | None = None
     """Use at most this many images of the search split (null = all of it)."""
     racing: bool = True
-    """Stop evaluating a candidate early once it is clearly dominated (see ``scorer.py``)."""
-    racing_slice: float = 0.25
+    """Stop evaluating a candidate early once it clearly cannot be a leader of any target it
+    meets (see ``racing.py``)."""
+    racing_slice: float = 0.0625
     """Fraction of the search split seen before the first early-stopping test; it doubles after
     each test (successive halving) until the whole split is seen."""
     racing_top_k: int = 10
-    """A candidate stops only when at least this many fully evaluated candidates beat it while
-    costing no more in FLOPs and parameters, so the top-k under any upper-bound constraint are
-    always fully evaluated."""
+    """A candidate stops only when, in every target it meets, at least this many fully
+    evaluated candidates meeting that target beat it, so each target's top-k (keep it >= the
+    GA's ``parents``) is always fully evaluated and ranked as by full evaluation."""
     racing_z: float = 2.0
-    """Confidence multiplier: stop only if accuracy + z * standard error is still below them."""
+    """Confidence of the paired test: a rival beats a candidate if their mean per-image
+    difference exceeds z standard errors."""
     racing_recalib: float = 0.25
     """Share of the recalibration batches used before the first early-stopping test; the rest
     only for candidates that pass it (1.0 = always recalibrate fully first)."""

@@ -17,8 +17,8 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
   at least ``top_k`` fully evaluated rivals beat it by a paired image-by-image test.  Otherwise
   its recalibration is completed (the same statistics as one full pass) and it is evaluated
   afresh, the slice doubling after each further test until the whole split is seen.  A stopped
-  candidate's score is its accuracy on the part it saw; every target's top-k is fully evaluated
-  and ranked exactly as by full evaluation.
+  candidate's score is its accuracy on the part it saw, corrected by a control variate; every
+  target's top-k is fully evaluated and ranked exactly as by full evaluation.
 * distributed: :class:`DistributedScorer` gives each ``torchrun`` rank a share of every batch of
   candidates and all-gathers the scores (and the per-image correctness of the fully evaluated
   ones); every rank feeds all results to its racing history, so
@@ -262,7 +262,7 @@ class ProxyScorer:
         if first < len(self.recalib):
             correct = self._correct(net, 0, self.ends[0])
             if stop(correct):
-                return float(correct.mean()), correct, False
+                return self.history.estimate(correct), correct, False
             self._recalibrate(net, self.recalib[first:], reset=False)
         self._fuse(net)
         correct, seen = np.zeros(0, dtype=bool), 0
@@ -270,7 +270,7 @@ class ProxyScorer:
             correct = np.concatenate([correct, self._correct(net, seen, end)])
             seen = end
             if end < self.ends[-1] and stop(correct):
-                return float(correct.mean()), correct, False
+                return self.history.estimate(correct), correct, False
         return float(correct.mean()), correct, True
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
