@@ -319,9 +319,9 @@ def test_racing_stops_only_candidates_beaten_by_k_rivals(proxy_parts):
     # two rivals right on every image, in a history saved and restored as JSON
     cm = cost_model(sp)
     big, small = sp.max(), sp.min()
-    perfect = [np.ones(120, dtype=bool)] * 2
+    perfect, heads = [np.ones(120, dtype=bool)] * 2, [np.ones(30, dtype=bool)] * 2
     racer = ProxyScorer(pnet, recal, images, labels, **kw)
-    racer.observe([small, small], [1.0, 1.0], perfect)
+    racer.observe([small, small], [1.0, 1.0], perfect, heads)
     racer.load_state_dict(json.loads(json.dumps(racer.state_dict())))
     fast = racer.score(configs)
     assert [d["samples"] for d in racer.last_details] == [30] * 4  # all stop after one slice
@@ -329,13 +329,21 @@ def test_racing_stops_only_candidates_beaten_by_k_rivals(proxy_parts):
     # ... measured after recalibrating on the first of the two batches only (racing_recalib)
     first = ProxyScorer(pnet, recal[:1], images[:30], labels[:30], racing=False).score(configs)
     assert fast == first
+    # the first test compares with the rivals' first tests: rivals that were wrong everywhere
+    # there (after their partial recalibration) let every candidate pass it; the candidates
+    # stop at the next test, on the first slice again after their full recalibration
+    racer = ProxyScorer(pnet, recal, images, labels, **kw)
+    racer.observe([small, small], [1.0, 1.0], perfect, [np.zeros(30, dtype=bool)] * 2)
+    racer.score(configs)
+    assert [d["samples"] for d in racer.last_details] == [30] * 4
+    assert racer.timings["images"] == 4 * (30 + 30)
     # rivals that cost more than the candidate do not stop it (no groups: dominance)
     racer = ProxyScorer(pnet, recal, images, labels, **kw)
-    racer.observe([big, big], [1.0, 1.0], perfect)
+    racer.observe([big, big], [1.0, 1.0], perfect, heads)
     assert racer.score(configs[:1]) == full[:1]
     # with groups (a GA's targets) a candidate is stopped only if beaten in every group it meets
     racer = ProxyScorer(pnet, recal, images, labels, **kw)
-    racer.observe([small, small], [1.0, 1.0], perfect)
+    racer.observe([small, small], [1.0, 1.0], perfect, heads)
     everything = [Bound("flops", None, float(cm.flops(big)))]
     only_big = [Bound("flops", float(cm.flops(big)), None)]  # the small rivals are not in it
     racer.set_rivalry(Rivalry({"flops": cm.flops_many}, [everything, only_big], ["flops"]))

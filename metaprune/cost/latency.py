@@ -501,12 +501,14 @@ class _threads:
 
 
 def fit_configs(space: ChannelSpace, n: int = 10, seed: int = 1234) -> list[ChannelConfig]:
-    """The networks the overhead is fitted on: smallest, largest, half width, then random."""
+    """The networks the overhead is fitted on: smallest, largest, half width, then random
+    configs spread over the whole latency range (:meth:`ChannelSpace.sample_spread`), so the
+    linear correction is fitted over every size a search may visit."""
     base = [space.min(), space.max()]
     mid = len(space.ratios) // 2
     base.append(space.config([mid] * len(space.genes)))
     rng = np.random.default_rng(seed)
-    return (base + [space.sample(rng) for _ in range(max(0, n - len(base)))])[:n]
+    return (base + [space.sample_spread(rng) for _ in range(max(0, n - len(base)))])[:n]
 
 
 def build_latency_table(

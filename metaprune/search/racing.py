@@ -111,6 +111,13 @@ def paired_beats(rivals: np.ndarray, candidate: np.ndarray, z: float) -> np.ndar
     return mean - z * np.sqrt(var / n) > 0
 
 
+def _rows(vectors: Sequence[Any], n: int, what: str) -> np.ndarray:
+    rows = np.stack([np.asarray(v, dtype=bool) for v in vectors])
+    if rows.shape[1] != n:
+        raise ValueError(f"{what} vectors have {rows.shape[1]} images, expected {n}")
+    return rows
+
+
 def _pack(bits: np.ndarray) -> str:
     return base64.b64encode(np.packbits(bits).tobytes()).decode("ascii")
 
@@ -123,15 +130,26 @@ def _unpack(text: str, n: int) -> np.ndarray:
 class RaceHistory:
     """The fully evaluated candidates: genes, accuracy, per-image correctness, costs.
 
-    ``n_images`` is the length of the (ordered) evaluation split; the costs are those of the
-    current :class:`Rivalry` and are recomputed from the genes when it changes.
+    ``n_images`` is the length of the (ordered) evaluation split.  With ``n_first > 0`` the
+    scorer's first test runs after a *partial* BN recalibration; the history then also keeps
+    each candidate's correctness on those first ``n_first`` images as measured at that test
+    (``partial``), so that a candidate at its first test is compared with rivals measured the
+    same way.  The costs are those of the current :class:`Rivalry`, recomputed from the genes
+    when it changes.
     """
 
-    def __init__(self, space: ChannelSpace, n_images: int, rivalry: Rivalry | None = None):
-        self.space, self.n_images = space, n_images
+    def __init__(
+        self,
+        space: ChannelSpace,
+        n_images: int,
+        rivalry: Rivalry | None = None,
+        n_first: int = 0,
+    ) -> None:
+        self.space, self.n_images, self.n_first = space, n_images, n_first
         self.genes: list[list[int]] = []
         self.accuracy = np.zeros(0)
         self.correct = np.zeros((0, n_images), dtype=bool)
+        self.partial = np.zeros((0, n_first), dtype=bool)
         self.set_rivalry(rivalry or default_rivalry(space))
 
     def __len__(self) -> int:
@@ -147,16 +165,20 @@ class RaceHistory:
         configs: Sequence[ChannelConfig],
         scores: Sequence[float],
         correct: Sequence[np.ndarray | None],
+        partial: Sequence[np.ndarray | None] | None = None,
     ) -> None:
-        """Record the candidates whose correctness vector is given (the fully evaluated ones)."""
+        """Record the candidates whose correctness vector is given (the fully evaluated ones),
+        with their first-test correctness ``partial`` when the history keeps it."""
         keep = [i for i, c in enumerate(correct) if c is not None]
         if not keep:
             return
         picked = [configs[i] for i in keep]
-        rows = np.stack([np.asarray(correct[i], dtype=bool) for i in keep])
-        if rows.shape[1] != self.n_images:
-            raise ValueError(
-                f"correctness vectors have {rows.shape[1]} images, the split {self.n_images}"
+        rows = _rows([correct[i] for i in keep], self.n_images, "correctness")
+        if self.n_first:
+            if partial is None:
+                raise ValueError("this racing history needs the first-test correctness")
+            self.partial = np.concatenate(
+                [self.partial, _rows([partial[i] for i in keep], self.n_first, "first-test")]
             )
         self.genes += [list(c.indices) for c in picked]
         self.accuracy = np.concatenate([self.accuracy, [float(scores[i]) for i in keep]])
@@ -167,25 +189,37 @@ class RaceHistory:
     def candidate_costs(self, config: ChannelConfig) -> dict[str, float]:
         return {n: float(v[0]) for n, v in self.rivalry.values([config]).items()}
 
+    def _reference(self, n: int, first: bool) -> np.ndarray:
+        """The rivals' correctness on the first ``n`` images, measured as the candidate's was
+        (at the first test after a partial recalibration, or fully recalibrated)."""
+        return (self.partial if first and self.n_first else self.correct)[:, :n]
+
     def clearly_worse(
-        self, costs: Mapping[str, float], correct: np.ndarray, top_k: int, z: float
+        self,
+        costs: Mapping[str, float],
+        correct: np.ndarray,
+        top_k: int,
+        z: float,
+        first: bool = False,
     ) -> bool:
         """In every group of the candidate, ``top_k`` rivals beat it (paired test) on the
-        ``len(correct)`` images it has seen."""
+        ``len(correct)`` images it has seen (``first``: at its first test)."""
         if len(self) < top_k:
             return False
-        beats = paired_beats(self.correct[:, : len(correct)], np.asarray(correct, bool), z)
+        rivals = self._reference(len(correct), first)
+        beats = paired_beats(rivals, np.asarray(correct, bool), z)
         masks = self.rivalry.rival_masks(costs, self.costs, len(self))
         return all(int((beats & m).sum()) >= top_k for m in masks)
 
-    def estimate(self, correct: np.ndarray) -> float:
+    def estimate(self, correct: np.ndarray, first: bool = False) -> float:
         """Full-split accuracy estimated from the first ``len(correct)`` images: the accuracy
-        there, corrected by how much easier or harder those images were for the fully
-        evaluated candidates (a control variate: ``acc_seen + mean(full) - mean(seen)``, clipped to [0, 1])."""
+        there, corrected by how much easier or harder those images (measured the same way)
+        were for the fully evaluated candidates (a control variate:
+        ``acc_seen + mean(full) - mean(seen)``, clipped to [0, 1])."""
         seen = float(np.mean(correct))
         if not len(self):
             return seen
-        head = self.correct[:, : len(correct)].mean(axis=1)
+        head = self._reference(len(correct), first).mean(axis=1)
         return min(1.0, max(0.0, seen + float(self.accuracy.mean() - head.mean())))
 
     def state_dict(self) -> dict[str, Any]:
@@ -193,6 +227,7 @@ class RaceHistory:
             "genes": self.genes,
             "accuracy": self.accuracy.tolist(),
             "correct": [_pack(r) for r in self.correct],
+            "partial": [_pack(r) for r in self.partial],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -200,4 +235,8 @@ class RaceHistory:
         self.accuracy = np.asarray(state["accuracy"], dtype=np.float64)
         rows = [_unpack(t, self.n_images) for t in state["correct"]]
         self.correct = np.stack(rows) if rows else np.zeros((0, self.n_images), dtype=bool)
+        part = [_unpack(t, self.n_first) for t in state["partial"]]
+        self.partial = np.stack(part) if part else np.zeros((0, self.n_first), dtype=bool)
+        if len(self.partial) != (len(self.genes) if self.n_first else 0):
+            raise ValueError("racing history: first-test rows do not match the candidates")
         self.set_rivalry(self.rivalry)

@@ -115,9 +115,11 @@ class ProxyScorer:
         )
         self.fuse = fuse
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.history = RaceHistory(self.space, len(labels))
+        partial = self.recalib_first < n_rec
+        self.history = RaceHistory(self.space, len(labels), n_first=self.ends[0] * partial)
         self.last_details: list[dict[str, Any]] = []
         self.last_correct: list[np.ndarray | None] = []
+        self.last_partial: list[np.ndarray | None] = []
         self.timings = dict.fromkeys(("generate", "recalibrate", "evaluate"), 0.0)
         self.timings.update(candidates=0, images=0)
 
@@ -174,10 +176,12 @@ class ProxyScorer:
         configs: Sequence[ChannelConfig],
         scores: Sequence[float],
         correct: Sequence[np.ndarray | None],
+        partial: Sequence[np.ndarray | None] | None = None,
     ) -> None:
-        """Add fully evaluated results (of this or another rank) to the racing history."""
+        """Add fully evaluated results (of this or another rank) to the racing history:
+        per-image correctness, and at the first test after partial recalibration."""
         if self.racing:
-            self.history.add(configs, scores, correct)
+            self.history.add(configs, scores, correct, partial)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history.state_dict()}
@@ -242,48 +246,48 @@ class ProxyScorer:
         self._fuse(net)
         return net
 
-    def score_one(self, config: ChannelConfig) -> tuple[float, np.ndarray, bool]:
-        """(proxy accuracy, per-image correctness on the images seen, whether it saw all) of
-        one config, racing if enabled.
+    def score_one(self, config: ChannelConfig) -> tuple[float, np.ndarray, bool, np.ndarray | None]:
+        """(proxy accuracy, per-image correctness on the images seen, whether it saw all,
+        correctness at the first test after partial recalibration) of one config, racing if
+        enabled.
 
         With racing, BN is first recalibrated on the first ``recalib_first`` batches only and
-        the first slice evaluated; a clearly worse candidate stops there.  Otherwise the
-        cumulative recalibration continues on the other batches (identical statistics to one
-        full pass) and the candidate is evaluated afresh, slice by slice.
+        the first slice evaluated; a clearly worse candidate stops there (compared with its
+        rivals' first tests, measured the same way).  Otherwise the cumulative recalibration
+        continues on the other batches (identical statistics to one full pass) and the
+        candidate is evaluated afresh, slice by slice.
         """
         costs = self.history.candidate_costs(config) if self.racing else {}
-
-        def stop(correct: np.ndarray) -> bool:
-            return self.history.clearly_worse(costs, correct, self.top_k, self.z)
-
+        hist = self.history
         net = self._generate(config)
-        first = self.recalib_first
-        self._recalibrate(net, self.recalib[:first], reset=True)
-        if first < len(self.recalib):
-            correct = self._correct(net, 0, self.ends[0])
-            if stop(correct):
-                return self.history.estimate(correct), correct, False
-            self._recalibrate(net, self.recalib[first:], reset=False)
+        n_first, partial = self.recalib_first, None
+        self._recalibrate(net, self.recalib[:n_first], reset=True)
+        if n_first < len(self.recalib):
+            partial = self._correct(net, 0, self.ends[0])
+            if hist.clearly_worse(costs, partial, self.top_k, self.z, first=True):
+                return hist.estimate(partial, first=True), partial, False, partial
+            self._recalibrate(net, self.recalib[n_first:], reset=False)
         self._fuse(net)
         correct, seen = np.zeros(0, dtype=bool), 0
         for end in self.ends:
             correct = np.concatenate([correct, self._correct(net, seen, end)])
             seen = end
-            if end < self.ends[-1] and stop(correct):
-                return self.history.estimate(correct), correct, False
-        return float(correct.mean()), correct, True
+            if end < self.ends[-1] and hist.clearly_worse(costs, correct, self.top_k, self.z):
+                return hist.estimate(correct), correct, False, partial
+        return float(correct.mean()), correct, True, partial
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
         """Proxy accuracy of each config (the search's :class:`Scorer` protocol)."""
-        scores, details, full = [], [], []
+        scores, details, full, first = [], [], [], []
         for c in configs:
-            acc, correct, done = self.score_one(c)
+            acc, correct, done, partial = self.score_one(c)
             scores.append(acc)
             details.append({"samples": len(correct), "full": done})
             full.append(correct if done else None)
-            self.observe([c], [acc], full[-1:])
+            first.append(partial if done else None)
+            self.observe([c], [acc], full[-1:], first[-1:])
         self.timings["candidates"] += len(configs)
-        self.last_details, self.last_correct = details, full
+        self.last_details, self.last_correct, self.last_partial = details, full, first
         return scores
 
 
@@ -308,8 +312,8 @@ def shard(n: int, rank: int, world_size: int) -> list[int]:
 
 class DistributedScorer:
     """Splits each batch of candidates among ranks, scores this rank's share with ``inner``
-    and all-gathers the scores, details and per-image correctness (``gather`` defaults to
-    ``torch.distributed``)."""
+    and all-gathers the scores, details and per-image correctness (full and at the first
+    test; ``gather`` defaults to ``torch.distributed``)."""
 
     def __init__(
         self, inner: Any, rank: int, world_size: int, gather: Gather | None = None
@@ -324,18 +328,19 @@ class DistributedScorer:
         scores = list(self.inner.score(mine)) if mine else []
         details = list(getattr(self.inner, "last_details", None) or [{}] * len(scores))
         correct = list(getattr(self.inner, "last_correct", None) or [None] * len(scores))
-        parts = self.gather((scores, details, correct))
+        partial = list(getattr(self.inner, "last_partial", None) or [None] * len(scores))
+        parts = self.gather((scores, details, correct, partial))
         out: list[float] = [0.0] * len(configs)
         all_details: list[dict[str, Any]] = [{}] * len(configs)
         observe = getattr(self.inner, "observe", None)
-        for r, (s, d, c) in enumerate(parts):
+        for r, (s, d, c, p) in enumerate(parts):
             idx = shard(len(configs), r, self.world_size)
             if len(s) != len(idx):
                 raise RuntimeError(f"rank {r} returned {len(s)} scores for {len(idx)} candidates")
             for i, v, dd in zip(idx, s, d, strict=True):
                 out[i], all_details[i] = float(v), dd
             if r != self.rank and callable(observe) and idx:
-                observe([configs[i] for i in idx], s, c)
+                observe([configs[i] for i in idx], s, c, p)
         self.last_details = all_details
         return out
 
