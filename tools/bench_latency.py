@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=50, help="timing rounds of the validation")
     p.add_argument("--passes", type=int, default=2, help="independent validation passes")
     p.add_argument("--refit", action="store_true", help="refit the overhead before validating")
-    p.add_argument("--settle", type=int, default=0, help="untimed calls per runner and round")
+    p.add_argument("--settle", type=int, default=1, help="untimed calls per runner and round")
     p.add_argument("--sampling", nargs="+", default=["uniform"], choices=SAMPLINGS)
     p.add_argument("--out-dir", default="outputs/latency")
     p.add_argument("--plot-dir", default="docs")
@@ -61,10 +61,8 @@ def main() -> None:
             result.update(family=name, device=table.device, build_seconds=table.build_seconds)
             run = f"{tag}_{sampling}{'_refit' * a.refit}"
             atomic_write_json(Path(a.out_dir) / f"validate_{run}.json", result)
-            title = (
-                f"{name} CIFAR 32px, CPU 1 thread, batch 1, {sampling} configs "
-                f"({a.clock} clock{f', settle {a.settle}' * bool(a.settle)}{', refit' * a.refit})"
-            )
+            fit = "refit" if a.refit else "build-time fit"
+            title = f"{name} 32px, CPU 1 thread, batch 1\n{sampling} configs, {fit}"
             plot_validation(result, Path(a.plot_dir) / f"latency_{run}.png", title)
             rep = result["repeatability"] if a.passes >= 2 else None
             head = f"| {name} | {sampling} | {len(table.entries)} | {table.build_seconds:.0f}"

@@ -9,13 +9,15 @@ summing; the table was never released.  Here the table is measured on the machin
   classifier ``Linear``) at every (in, out) width pair the space can produce (depthwise convs: one
   width).  Layers with equal geometry (kind, kernel, stride, depthwise, input size, widths,
   activation) share one entry, which is what makes a 31-choice MobileNetV2 table build in minutes.
-  Timing: warm-up, then interleaved rounds of repeated calls under ``torch.inference_mode``, the
-  median per call; CUDA events on GPU; optionally ONNX Runtime sessions instead of eager torch.
-* **Predict** (:class:`LatencyModel`): the sum of a config's layer entries plus an overhead
-  (pooling, residual additions, Python dispatch between layers) fitted on a few whole networks
-  measured at build time.  Because timing a layer alone keeps its weights hot in cache, a plain sum
-  can be biased; a linear correction ``scale * sum + offset`` (least squares on the same networks)
-  is fitted too (``mode='linear'``).  Both are reported by ``metaprune latency validate``.
+  Timing: warm-up, then interleaved rounds under ``torch.inference_mode``, each runner's turn
+  opened by an untimed call (``settle``) so the timed call sees its weights in cache, the median
+  per call; CUDA events on GPU; optionally ONNX Runtime sessions instead of eager torch.
+* **Predict** (:class:`LatencyModel`): a linear correction ``scale * sum + offset`` of the sum
+  of a config's layer entries (the default, ``mode='linear'``), or the sum plus a fixed overhead
+  (pooling, residual additions, Python dispatch between layers; ``mode='sum'``), both fitted by
+  least squares on a few whole networks spread over the latency range.  Both are reported by
+  ``metaprune latency validate``, which can refit them in its own measurement window
+  (``--refit``): a machine's speed drifts by several per cent over minutes.
 * **Clock**: wall clock by default; ``clock='cpu'`` (one CPU thread) reads the thread's CPU
   time, so that preemption by other jobs on a shared machine is not counted as latency.
 
@@ -523,7 +525,7 @@ def build_latency_table(
     repeats: int = 1,
     rounds: int = 25,
     clock: str = "wall",
-    settle: int = 0,
+    settle: int = 1,
     n_fit: int = 10,
     path: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -615,7 +617,7 @@ def fit_overhead(
     design = np.stack([sums, np.ones_like(sums)], axis=1)
     (scale, offset), *_ = np.linalg.lstsq(design, measured, rcond=None)
     table.fit = {
-        "mode": "sum",
+        "mode": "linear",
         "overhead_ms": float(np.mean(measured - sums)),
         "scale": float(scale),
         "offset": float(offset),
@@ -632,9 +634,8 @@ class LatencyModel:
 
     ``mode='linear'``: ``scale * sum + offset``; ``mode='sum'``: ``sum + overhead_ms``, where
     ``sum`` adds the table entries of every layer of the config; ``None``: the table's default
-    (``sum``: on the shared test machine the fitted slope drifted with the load, see
-    BENCHMARKS.md).  Vectorised over configs: one
-    gather and one sum over a flat array of all layers' (in width, out width) latencies.
+    (``linear``, the better of the two in BENCHMARKS.md).  Vectorised over configs: one gather
+    and one sum over a flat array of all layers' (in width, out width) latencies.
     """
 
     def __init__(
