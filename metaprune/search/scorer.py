@@ -21,9 +21,9 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
   target's top-k is fully evaluated and ranked exactly as by full evaluation.
 * distributed: :class:`DistributedScorer` gives each ``torchrun`` rank a share of every batch of
   candidates and all-gathers the scores (and the per-image correctness of the fully evaluated
-  ones); every rank feeds all results to its racing history, so
-  the ranks stay in step (racing decisions, and so scores of stopped candidates, depend on how
-  candidates are split between ranks).
+  ones); every rank feeds all results to its racing history, so the ranks stay in step (racing
+  decisions, and so scores of stopped candidates, depend on how candidates are split between
+  ranks).
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ class ProxyScorer:
 
     ``recalib`` is the fixed list of training batches; ``images`` / ``labels`` the whole (ordered)
     search split on the device.  After each :meth:`score` call, ``last_details`` holds the
-    number of images each candidate saw and whether it saw all, and ``last_correct`` the
-    per-image correctness of each fully evaluated candidate (``None`` for a stopped one);
+    number of images each candidate saw and whether it saw all, ``last_correct`` the per-image
+    correctness of each fully evaluated candidate (``None`` for a stopped one) and
+    ``last_partial`` its correctness at the first test (after partial recalibration);
     ``timings`` accumulates seconds spent generating weights, recalibrating and evaluating (see
     :meth:`_sync` for the clock).  The search tells the scorer its rivals with
     :meth:`set_rivalry`; on its own the scorer races against cheaper candidates.
@@ -115,8 +116,8 @@ class ProxyScorer:
         )
         self.fuse = fuse
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        partial = self.recalib_first < n_rec
-        self.history = RaceHistory(self.space, len(labels), n_first=self.ends[0] * partial)
+        n_first = self.ends[0] if self.recalib_first < n_rec else 0
+        self.history = RaceHistory(self.space, len(labels), n_first=n_first)
         self.last_details: list[dict[str, Any]] = []
         self.last_correct: list[np.ndarray | None] = []
         self.last_partial: list[np.ndarray | None] = []
