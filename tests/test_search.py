@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import ddp_env
 
 from metaprune import create_space
 from metaprune.io import CheckpointError
@@ -397,18 +398,18 @@ def test_distributed_scorer_shards_and_gathers(space):
     assert sorted(seen) == sorted(c.width_tuple() for c in configs)  # each scored on one rank
 
 
-def test_search_entry_point_with_a_saved_pruningnet(tmp_path):
+def save_tiny_pruningnet(path) -> None:
+    """A tiny untrained ResNet-20 PruningNet (8x8 inputs, 4 classes) saved as ``train`` does."""
     from dataclasses import asdict
 
     from metaprune.io import atomic_torch_save
     from metaprune.pruningnet import create_pruningnet
-    from metaprune.search import search
     from metaprune.train import FORMAT, PRUNINGNET_FILE
 
     sp = create_space("resnet20", width_mult=0.25, input_size=8, num_classes=4)
     pnet = create_pruningnet(sp)
     atomic_torch_save(
-        tmp_path / "train" / PRUNINGNET_FILE,
+        path / PRUNINGNET_FILE,
         {
             "format": FORMAT,
             "space": sp.describe(),
@@ -416,9 +417,19 @@ def test_search_entry_point_with_a_saved_pruningnet(tmp_path):
             "state_dict": pnet.state_dict(),
         },
     )
+
+
+def entry_point_cfg(**scorer) -> dict:
     data = {"name": "fake", "image_size": 8, "fake_size": 96, "fake_classes": 4}
-    scorer = {"recalib_batches": 2, "recalib_batch_size": 16, "device": "cpu"}
-    cfg = {"data": {**data, "search_size": 0.25}, "search": {**SMALL, "scorer": scorer}}
+    scorer = {"recalib_batches": 2, "recalib_batch_size": 16, "device": "cpu", **scorer}
+    return {"data": {**data, "search_size": 0.25}, "search": {**SMALL, "scorer": scorer}}
+
+
+def test_search_entry_point_with_a_saved_pruningnet(tmp_path):
+    from metaprune.search import search
+
+    save_tiny_pruningnet(tmp_path / "train")
+    cfg = entry_point_cfg()
     run = search(cfg, tmp_path / "search", tmp_path / "train")
     assert len(run.table()) == len(load_search(tmp_path / "search").table()) > 40
     assert all(r["samples"] <= 24 and 0 <= r["accuracy"] <= 1 for r in run.table())
@@ -427,3 +438,40 @@ def test_search_entry_point_with_a_saved_pruningnet(tmp_path):
         search(
             {**cfg, "data": {**cfg["data"], "image_size": 10}}, tmp_path / "s2", tmp_path / "train"
         )
+
+
+def _ddp_search(rank, world, port, root, racing):
+    import torch
+
+    from metaprune.search import search
+
+    ddp_env(rank, world, port)
+    run = search(entry_point_cfg(racing=racing), root / f"ddp{racing}", root / "train")
+    (root / f"rows{racing}.{rank}.json").write_text(json.dumps(run.table()))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("racing", [False, True])
+def test_search_under_two_gloo_processes(tmp_path, racing):
+    """``search`` as under ``torchrun --nproc_per_node 2``: each rank scores a share of every
+    generation, both ranks end with the same table, rank 0 alone writes it; without racing the
+    scores are those of a single-process search."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from metaprune.search import search
+
+    save_tiny_pruningnet(tmp_path / "train")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_search, args=(2, port, tmp_path, racing), nprocs=2)
+    rows = [json.loads((tmp_path / f"rows{racing}.{r}.json").read_text()) for r in range(2)]
+    assert rows[0] == rows[1] == load_search(tmp_path / f"ddp{racing}").table()
+    if not racing:
+        single = search(entry_point_cfg(racing=False), tmp_path / "single", tmp_path / "train")
+        assert [(r["widths"], r["accuracy"]) for r in rows[0]] == [
+            (r["widths"], r["accuracy"]) for r in single.table()
+        ]
