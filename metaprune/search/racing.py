@@ -157,8 +157,7 @@ class RaceHistory:
 
     def set_rivalry(self, rivalry: Rivalry) -> None:
         self.rivalry = rivalry
-        configs = [self.space.config(g) for g in self.genes]
-        self.costs = {n: np.asarray(f(configs), dtype=np.float64) for n, f in rivalry.costs.items()}
+        self.costs = rivalry.values([self.space.config(g) for g in self.genes])
 
     def add(
         self,
