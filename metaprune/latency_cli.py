@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--channels-last", action="store_true")
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--repeats", type=int, default=1, help="calls per runner and round")
-    b.add_argument("--rounds", type=int, default=25, help="interleaved rounds")
+    b.add_argument("--rounds", type=int, default=50, help="interleaved rounds")
     b.add_argument(
         "--settle", type=int, default=1, help="untimed calls before each runner's timed ones"
     )

@@ -33,8 +33,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
     p.add_argument("--clock", default="cpu", choices=CLOCKS)
     p.add_argument("--n", type=int, default=50)
-    p.add_argument("--rounds", type=int, default=50, help="timing rounds of the validation")
-    p.add_argument("--table-rounds", type=int, default=25, help="timing rounds of each entry")
+    p.add_argument("--rounds", type=int, default=100, help="timing rounds of the validation")
+    p.add_argument("--table-rounds", type=int, default=50, help="timing rounds of each entry")
     p.add_argument("--passes", type=int, default=2, help="independent validation passes")
     p.add_argument("--refit", action="store_true", help="refit the overhead before validating")
     p.add_argument("--settle", type=int, default=1, help="untimed calls per runner and round")
@@ -46,7 +46,7 @@ def main() -> None:
     for name in a.models:
         space = create_space(name, stem="cifar")
         tag = f"cpu_{name}{f'_settle{a.settle}' * bool(a.settle)}"
-        tag += f"_r{a.table_rounds}" * (a.table_rounds != 25)
+        tag += f"_r{a.table_rounds}"
         table_path = Path(a.out_dir) / f"{tag}.json"
         table = build_latency_table(
             space, clock=a.clock, settle=a.settle, rounds=a.table_rounds, path=table_path

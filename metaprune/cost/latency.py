@@ -523,7 +523,7 @@ def build_latency_table(
     channels_last: bool = False,
     warmup: int = 3,
     repeats: int = 1,
-    rounds: int = 25,
+    rounds: int = 50,
     clock: str = "wall",
     settle: int = 1,
     n_fit: int = 10,
