@@ -32,8 +32,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Batch], reset: bool = Tru
             m.reset_running_stats()
         m.momentum = None
     model.train()
-    for x, _ in batches:
-        model(x)
+    with torch.no_grad():  # only the BN buffers change: no autograd graph
+        for x, _ in batches:
+            model(x)
     for m, mom in zip(bns, momenta, strict=True):
         m.momentum = mom
     return model.eval()

@@ -156,7 +156,7 @@ class PrunedBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
         if self.residual:
-            out = out + self.shortcut(x)
+            out += self.shortcut(x)  # in place: the body's output is a fresh conv/BN result
         return self.pool(self.post(out))
 
 
