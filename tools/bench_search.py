@@ -274,7 +274,7 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--racing-slice", type=float, default=0.0625)
     p.add_argument("--racing-recalib", type=float, default=0.25)
-    p.add_argument("--z", type=float, default=2.0, help="compare: racing confidence")
+    p.add_argument("--z", type=float, default=2.5, help="compare: racing confidence")
     p.add_argument(
         "--fast-recal-images",
         type=int,

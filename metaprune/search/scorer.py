@@ -17,7 +17,7 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
   at least ``top_k`` fully evaluated rivals beat it by a paired image-by-image test.  Otherwise
   its recalibration is completed (the same statistics as one full pass) and it is evaluated
   afresh, the slice doubling after each further test until the whole split is seen.  A stopped
-  candidate's score is its accuracy on the part it saw, corrected by a control variate; every
+  candidate's score is predicted from its accuracy on the part it saw and its genes; every
   target's top-k is fully evaluated and ranked exactly as by full evaluation.
 * distributed: :class:`DistributedScorer` gives each ``torchrun`` rank a share of every batch of
   candidates and all-gathers the scores (and the per-image correctness of the fully evaluated
@@ -87,7 +87,7 @@ class ProxyScorer:
         racing: bool = True,
         racing_slice: float = 0.25,
         racing_top_k: int = 10,
-        racing_z: float = 2.0,
+        racing_z: float = 2.5,
         racing_recalib: float = 0.25,
         fuse: bool = True,
         amp_dtype: torch.dtype | None = None,
@@ -259,14 +259,14 @@ class ProxyScorer:
         candidate is evaluated afresh, slice by slice.
         """
         costs = self.history.candidate_costs(config) if self.racing else {}
-        hist = self.history
+        hist, genes = self.history, config.indices
         net = self._generate(config)
         n_first, partial = self.recalib_first, None
         self._recalibrate(net, self.recalib[:n_first], reset=True)
         if n_first < len(self.recalib):
             partial = self._correct(net, 0, self.ends[0])
             if hist.clearly_worse(costs, partial, self.top_k, self.z, first=True):
-                return hist.estimate(partial, first=True), partial, False, partial
+                return hist.estimate(partial, genes, first=True), partial, False, partial
             self._recalibrate(net, self.recalib[n_first:], reset=False)
         self._fuse(net)
         correct, seen = np.zeros(0, dtype=bool), 0
@@ -274,7 +274,7 @@ class ProxyScorer:
             correct = np.concatenate([correct, self._correct(net, seen, end)])
             seen = end
             if end < self.ends[-1] and hist.clearly_worse(costs, correct, self.top_k, self.z):
-                return hist.estimate(correct), correct, False, partial
+                return hist.estimate(correct, genes), correct, False, partial
         return float(correct.mean()), correct, True, partial
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
