@@ -38,6 +38,7 @@ from metaprune.cost.latency import kendall_tau
 from metaprune.data import build_datasets, make_loader
 from metaprune.pruningnet import create_pruningnet
 from metaprune.search import ProxyScorer, SearchConfig, default_costs, run_search
+from metaprune.search.config import ScorerConfig
 from metaprune.train import load_pruningnet, score_config
 
 
@@ -153,10 +154,10 @@ def compare(args: argparse.Namespace) -> list[str]:
         torch.cat(ys)[perm][: args.eval_images],
     )
 
-    def scorer(racing: bool, n_recal: int = len(recal)) -> ProxyScorer:
+    def scorer(racing: bool) -> ProxyScorer:
         return ProxyScorer(
             pnet,
-            recal[:n_recal],
+            recal,
             images,
             labels,
             racing=racing,
@@ -169,8 +170,7 @@ def compare(args: argparse.Namespace) -> list[str]:
     # the candidate stream: the paper's GA (population, parents, children) with racing
     cfg = SearchConfig(generations=args.generations, targets=[0.5], tensorboard=False)
     out = Path(tempfile.mkdtemp(prefix="bench_search_"))
-    fast_recal = (args.fast_recal_images or args.recal_images) // 128
-    racer = scorer(racing=True, n_recal=fast_recal)
+    racer = scorer(racing=True)
     run = run_search(space, racer, default_costs(space), cfg, out)
     shutil.rmtree(out, ignore_errors=True)
     rows = run.table()
@@ -180,28 +180,24 @@ def compare(args: argparse.Namespace) -> list[str]:
     stopped = [i for i, r in enumerate(rows) if not r["full"]]
     print(f"GA: {n} candidates, {len(stopped)} stopped, {t_race / n:.2f} s/cand", flush=True)
 
-    # full evaluation (all recalibration images, whole split) of every candidate: a survivor
-    # of racing with the same recalibration *is* one (checked on a sample); the others, and
-    # every candidate of a scorer with fewer recalibration images, are re-scored, unless an
-    # earlier run (same PruningNet and images) scored the network
+    # full evaluation of every candidate: a survivor of racing *is* one (checked on a sample);
+    # the stopped ones are re-scored, unless an earlier run (same PruningNet and images) did
     rng = np.random.default_rng(0)
-    exact = fast_recal == len(recal)
-    survivors = [i for i in range(n) if rows[i]["full"] and exact]
-    pool = survivors if exact else list(range(n))  # also times full evaluation
-    check = sorted(int(i) for i in rng.choice(pool, min(args.check, len(pool)), replace=False))
+    survivors = [i for i in range(n) if rows[i]["full"]]
+    check = sorted(int(i) for i in rng.choice(survivors, min(args.check, len(survivors)), False))
     known = {}
     if args.full_from:
         old = json.loads(Path(args.full_from).read_text())
         known = {tuple(r["widths"]): f for r, f in zip(old["rows"], old["full"], strict=True)}
     full = [known.get(tuple(r["widths"]), r["accuracy"]) for r in rows]
-    unknown = [i for i in range(n) if i not in survivors and tuple(rows[i]["widths"]) not in known]
+    unknown = [i for i in stopped if tuple(rows[i]["widths"]) not in known]
     redo = sorted({*unknown, *check})
     ref = scorer(racing=False)
     redo_scores, t_full = fast_scores(ref, [configs[i] for i in redo])
     for i, s in zip(redo, redo_scores, strict=True):
         full[i] = s
-    drift = max((abs(rows[i]["accuracy"] - full[i]) for i in check if exact), default=0.0)
-    print(f"full: {len(unknown)} re-scored, {n - len(survivors) - len(unknown)} known")
+    drift = max((abs(rows[i]["accuracy"] - full[i]) for i in check), default=0.0)
+    print(f"full: {len(unknown)} stopped re-scored, {len(stopped) - len(unknown)} known")
 
     sample = sorted(int(i) for i in rng.choice(n, min(args.plain, n), replace=False))
     plain, t_plain = plain_scores(pnet, [configs[i] for i in sample], recal, images, labels)
@@ -221,15 +217,13 @@ def compare(args: argparse.Namespace) -> list[str]:
         if count_flops(space, space.uniform(r)) >= best["flops"]
     )
     u_score = score_config(pnet, uniform[1], recal, batches(images, labels, 256))
-    checked = f"survivors, whose scores equal the racing run's to {drift:.1e}" if exact else "ones"
     lines = [
         f"Candidates: {n} (the GA's stream with the racing scorer: population {cfg.population}, "
         f"{cfg.generations} generations, top {cfg.parents} parents, target 0.5 of max FLOPs, "
         f"plus {len(run.meta['baselines'])} uniform baselines). Recalibration "
-        f"{len(recal) * 128} training images in batches of 128 (full evaluation; the racing "
-        f"scorer the first {fast_recal * 128}), evaluation {len(labels)} search-split images. "
-        f"Racing: recalibration share {args.racing_recalib}, first slice {args.racing_slice}, "
-        f"top-k {k}, z {args.z}, paired test.",
+        f"{len(recal) * 128} training images in batches of 128 (every scorer), evaluation "
+        f"{len(labels)} search-split images. Racing: recalibration share {args.racing_recalib}, "
+        f"first slice {args.racing_slice}, top-k {k}, z {args.z}, paired test.",
         "",
         "| scorer | CPU s / candidate | speed-up vs plain | Kendall tau vs full "
         f"| top-{k} in order | stopped early | images evaluated "
@@ -238,9 +232,9 @@ def compare(args: argparse.Namespace) -> list[str]:
         f"| plain full evaluation (`score_config`; {len(sample)} sampled candidates; "
         f"max difference to full {plain_drift:.1e}) | {t_plain:.2f} | 1.00x | 1.000 | yes "
         "| 0 | 100% | |",
-        f"| fast, full evaluation (no racing; {len(redo)} candidates: those not scored by "
-        f"`--full-from` or by racing with all recalibration images, and {len(check)} sampled "
-        f"{checked}) "
+        f"| fast, full evaluation (no racing; {len(redo)} candidates: stopped ones not scored "
+        f"by `--full-from`, and {len(check)} sampled survivors, whose scores equal the racing "
+        f"run's to {drift:.1e}) "
         f"| {t_full / len(redo):.2f} | {t_plain * len(redo) / t_full:.2f}x | 1.000 | yes | 0 "
         f"| 100% | {shares(ref.timings)} |",
         f"| fast + racing (the whole stream) | {t_race / n:.2f} | {t_plain * n / t_race:.2f}x "
@@ -274,12 +268,8 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--racing-slice", type=float, default=0.0625)
     p.add_argument("--racing-recalib", type=float, default=0.25)
-    p.add_argument("--z", type=float, default=2.5, help="compare: racing confidence")
     p.add_argument(
-        "--fast-recal-images",
-        type=int,
-        help="compare: recalibration images of the racing scorer (default --recal-images; "
-        "full evaluation always uses --recal-images)",
+        "--z", type=float, default=ScorerConfig.racing_z, help="compare: racing confidence"
     )
     p.add_argument("--check", type=int, default=10, help="compare: survivors re-scored in full")
     p.add_argument("--plain", type=int, default=8, help="compare: candidates timed plain")

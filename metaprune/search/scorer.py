@@ -87,7 +87,7 @@ class ProxyScorer:
         racing: bool = True,
         racing_slice: float = 0.25,
         racing_top_k: int = 10,
-        racing_z: float = 2.5,
+        racing_z: float = ScorerConfig.racing_z,
         racing_recalib: float = 0.25,
         fuse: bool = True,
         amp_dtype: torch.dtype | None = None,
