@@ -70,6 +70,40 @@ def test_builds_and_runs(name: str, stem: str, tiny_space) -> None:
         assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("stem", STEMS)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_stacked_network_runs_each_member_exactly(name: str, stem: str, tiny_space) -> None:
+    """``stack=K``: K configs side by side in one grouped network (members zero-padded to the
+    widest) give each member's own logits, with BN in training mode too; a member's block
+    taken back out is its plain network."""
+    from metaprune.engine.evaluate import recalibrate_bn
+    from metaprune.models.arch import PrunedNet, member_tensors, stack_tensors
+
+    space = tiny_space(name, stem)
+    members = configs(space)[1:]  # min and two samples: every gene padded somewhere
+    torch.manual_seed(0)
+    nets = [build_pruned(space, c) for c in members]
+    widths = [space.widths(c) for c in members]
+    wide = {g: max(w[g] for w in widths) for g in widths[0]}
+    stacked = PrunedNet(space.arch, wide, init=False, stack=3)
+    shapes = {k: v.shape for k, v in stacked.state_dict().items()}
+    stacked.load_state_dict(stack_tensors([n.state_dict() for n in nets], shapes))
+    x, recal = torch.randn(4, *space.input_shape), [(torch.randn(6, *space.input_shape), None)]
+    for n in (*nets, stacked):
+        recalibrate_bn(n, recal)  # batch statistics: the padding must not leak into them
+    with torch.no_grad():
+        out = stacked(x)
+        assert out.shape == (4, 3, space.num_classes)
+        for j, net in enumerate(nets):
+            torch.testing.assert_close(out[:, j], net(x), rtol=1e-4, atol=1e-5)
+            back = build_pruned(space, members[j])
+            own = {k: v.shape for k, v in back.state_dict().items()}
+            back.load_state_dict(stack_tensors([member_tensors(stacked.state_dict(), 3, j)], own))
+            torch.testing.assert_close(back.eval()(x), net(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="stack must be >= 1"):
+        PrunedNet(space.arch, wide, stack=0)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_state_dict_layout(name: str, tiny_space) -> None:
     """The key layout the PruningNet's generated state dicts follow."""

@@ -391,6 +391,43 @@ def test_racing_stops_only_candidates_beaten_by_k_rivals(proxy_parts):
     assert samples(configs[1]) == 30  # meets no group: dominated by the cheaper rivals
 
 
+def test_stacked_scorer_matches_one_at_a_time(proxy_parts):
+    """``stack=K``: waves of K candidates in one grouped network score as one at a time; with
+    racing, a wave's members race against the history before it, and the stopped ones leave
+    the network (before and after BN folding) while the others go on."""
+    from metaprune.cost import cost_model
+    from metaprune.search import Bound, ProxyScorer
+    from metaprune.search.racing import Rivalry
+
+    sp, pnet, images, labels, recal, configs = proxy_parts
+    one = ProxyScorer(pnet, recal, images, labels, racing=False)
+    full = one.score([*configs, sp.max()])
+    stacked = ProxyScorer(pnet, recal, images, labels, racing=False, stack=3)
+    assert stacked.score([*configs, sp.max()]) == full  # waves of 3 and 2
+    for a, b in zip(one.last_correct, stacked.last_correct, strict=True):
+        assert np.array_equal(a, b)
+    assert stacked.timings["images"] == 5 * 120
+
+    cm = cost_model(sp)
+    big = sp.max()
+    everything = [Bound("flops", None, float(cm.flops(big)))]
+    only_big = [Bound("flops", float(cm.flops(big)), None)]  # no rival meets it
+    perfect = [np.ones(120, dtype=bool)] * 2
+    # rivals right on the first slice at their first test (stop there), or wrong (stop later)
+    for heads, seen in ((True, 2 * 30 + 120), (False, 2 * 30 + 2 * 30 + 90)):
+        racer = ProxyScorer(pnet, recal, images, labels, racing_slice=0.25, racing_top_k=2, stack=2)
+        racer.observe([sp.min()] * 2, [1.0, 1.0], perfect, [np.full(30, heads)] * 2)
+        racer.set_rivalry(Rivalry({"flops": cm.flops_many}, [everything, only_big], ["flops"]))
+        scores = racer.score([configs[0], big])  # configs[0] meets `everything` only
+        assert [d["samples"] for d in racer.last_details] == [30, 120]
+        assert scores[1] == full[4] and racer.last_correct[0] is None
+        assert racer.timings["images"] == seen  # the stopped member left the network
+    with pytest.raises(ValueError, match="stack must be >= 1"):
+        ProxyScorer(pnet, recal, images, labels, stack=0)
+    with pytest.raises(ValueError, match=r"search\.scorer\.stack"):
+        SearchConfig.from_any({"scorer": {"stack": 0}})
+
+
 def test_distributed_scorer_shards_and_gathers(space):
     import threading
 

@@ -14,7 +14,7 @@ so that a family cannot disagree with its own cost model or hypernetwork.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -130,9 +130,10 @@ def _act(kind: str) -> nn.Module:
     return nn.ReLU6(inplace=True) if kind == "relu6" else nn.ReLU(inplace=True)
 
 
-def conv_bn(conv: Conv, widths: Mapping[str, int], act: str) -> nn.Sequential:
-    cin, cout = resolve(conv.cin, widths), resolve(conv.cout, widths)
-    groups = cin if conv.depthwise else 1
+def conv_bn(conv: Conv, widths: Mapping[str, int], act: str, stack: int = 1) -> nn.Sequential:
+    """Conv -> BN (-> activation); ``stack`` copies side by side as one grouped conv."""
+    cin, cout = stack * resolve(conv.cin, widths), stack * resolve(conv.cout, widths)
+    groups = cin if conv.depthwise else stack
     mods: list[nn.Module] = [
         nn.Conv2d(cin, cout, conv.kernel, conv.stride, conv.kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -145,11 +146,12 @@ def conv_bn(conv: Conv, widths: Mapping[str, int], act: str) -> nn.Sequential:
 class PrunedBlock(nn.Module):
     """``post(body(x) [+ shortcut(x)])``, then an optional 3x3/2 max pool."""
 
-    def __init__(self, block: Block, widths: Mapping[str, int], act: str) -> None:
+    def __init__(self, block: Block, widths: Mapping[str, int], act: str, stack: int = 1) -> None:
         super().__init__()
-        self.body = nn.Sequential(*(conv_bn(c, widths, act) for c in block.body))
+        self.body = nn.Sequential(*(conv_bn(c, widths, act, stack) for c in block.body))
         self.residual = block.residual
-        self.shortcut = conv_bn(block.shortcut, widths, act) if block.shortcut else nn.Identity()
+        sc = block.shortcut
+        self.shortcut = conv_bn(sc, widths, act, stack) if sc else nn.Identity()
         self.post = _act(act) if block.post_act else nn.Identity()
         self.pool = nn.MaxPool2d(3, 2, 1) if block.maxpool else nn.Identity()
 
@@ -165,14 +167,32 @@ class PrunedNet(nn.Module):
 
     ``init=False`` skips the weight initialisation: for skeletons on the meta device whose
     tensors are supplied at call time (the PruningNet), where ``normal_`` is slow.
+
+    ``stack=K`` (to score K candidates in one forward pass, sec. 3.3) builds K networks of these
+    widths side by side: every conv grouped K ways (a depthwise one K times wider), the input
+    repeated K times along the channels, the classifier a grouped 1x1 conv, logits of shape
+    ``(N, K, classes)``.  Members of smaller widths are zero-padded up to these
+    (:func:`stack_tensors`); a zero channel stays zero through BN, activation and residual
+    adds, so each member computes exactly its own network.
     """
 
-    def __init__(self, arch: Arch, widths: Mapping[str, int], init: bool = True) -> None:
+    def __init__(
+        self, arch: Arch, widths: Mapping[str, int], init: bool = True, stack: int = 1
+    ) -> None:
         super().__init__()
-        self.features = nn.Sequential(*(PrunedBlock(b, widths, arch.act) for b in arch.blocks))
+        if stack < 1:
+            raise ValueError(f"PrunedNet stack must be >= 1, got {stack}")
+        self.stack = stack
+        self.features = nn.Sequential(
+            *(PrunedBlock(b, widths, arch.act, stack) for b in arch.blocks)
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
-        last = resolve(arch.blocks[-1].body[-1].cout, widths)
-        self.classifier = nn.Linear(last, arch.num_classes)
+        last, classes = resolve(arch.blocks[-1].body[-1].cout, widths), arch.num_classes
+        self.classifier: nn.Module = (
+            nn.Linear(last, classes)
+            if stack == 1
+            else nn.Conv2d(stack * last, stack * classes, 1, groups=stack)
+        )
         for m in self.modules() if init else ():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -181,5 +201,47 @@ class PrunedNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stack > 1:
+            x = self.pool(self.features(x.repeat(1, self.stack, 1, 1)))
+            return self.classifier(x).view(len(x), self.stack, -1)
         x = self.pool(self.features(x))  # (N, C, 1, 1)
         return self.classifier(torch.flatten(x, 1))
+
+
+def stack_tensors(
+    members: Sequence[Mapping[str, torch.Tensor]], shapes: Mapping[str, torch.Size]
+) -> dict[str, torch.Tensor]:
+    """The state dict of a stacked :class:`PrunedNet` (``shapes``: its tensor shapes) holding
+    ``members`` (state dicts of plain networks, or :func:`member_tensors` of another stack).
+
+    Member ``j`` fills the start of the ``j``-th of ``len(members)`` equal blocks along dim 0
+    of every tensor (and the start of the other dims); the padding is zero.  A scalar (BN's
+    batch count) is the first member's.
+    """
+    k, out = len(members), {}
+    for name, shape in shapes.items():
+        first = members[0][name]
+        if not len(shape):
+            out[name] = first.detach().clone()
+            continue
+        block = (shape[0] // k, *shape[1:])
+        t = first.new_zeros(shape)
+        for j, m in enumerate(members):
+            v = m[name].detach()
+            v = v.flatten(len(shape) - 1) if v.dim() > len(shape) else v  # 1x1 conv -> linear
+            v = v.reshape(*v.shape, *[1] * (len(shape) - v.dim()))  # linear -> 1x1 conv
+            v = v[tuple(slice(0, min(a, b)) for a, b in zip(v.shape, block, strict=True))]
+            region = (slice(j * block[0], j * block[0] + v.shape[0]), *map(slice, v.shape[1:]))
+            t[region] = v
+        out[name] = t
+    return out
+
+
+def member_tensors(
+    tensors: Mapping[str, torch.Tensor], stack: int, j: int
+) -> dict[str, torch.Tensor]:
+    """Member ``j``'s (zero-padded) block of every tensor of a ``stack``-member network."""
+    return {
+        n: t if not t.dim() else t[j * (len(t) // stack) : (j + 1) * (len(t) // stack)]
+        for n, t in tensors.items()
+    }

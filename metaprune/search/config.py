@@ -49,6 +49,12 @@ class ScorerConfig:
     racing_recalib: float = 0.25
     """Share of the recalibration batches used before the first early-stopping test; the rest
     only for candidates that pass it (1.0 = always recalibrate fully first)."""
+    stack: int = 1
+    """Candidates scored side by side in one network (``PrunedNet(stack=K)``: grouped convs,
+    each member zero-padded to the widest), in waves of this many; a wave races against the
+    candidates scored before it.  Fewer, larger kernels: meant for GPUs, where small networks
+    leave the device idle between kernel launches (on a 2-core CPU it was slower, see
+    ``BENCHMARKS.md``)."""
     fuse_bn: bool = True
     """Fold BN into the convolutions after recalibration (exact in eval mode, faster)."""
     amp: bool = True
@@ -131,7 +137,13 @@ class SearchConfig:
         for name in ("racing_slice", "racing_recalib"):
             if not 0.0 < getattr(s, name) <= 1.0:
                 raise ValueError(f"search.scorer.{name} must be in (0, 1], got {getattr(s, name)}")
-        for name in ("recalib_batches", "recalib_batch_size", "eval_batch_size", "racing_top_k"):
+        for name in (
+            "recalib_batches",
+            "recalib_batch_size",
+            "eval_batch_size",
+            "racing_top_k",
+            "stack",
+        ):
             if getattr(s, name) is not None and getattr(s, name) < 1:
                 raise ValueError(f"search.scorer.{name} must be >= 1, got {getattr(s, name)}")
         return self

@@ -19,6 +19,11 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
   afresh, the slice doubling after each further test until the whole split is seen.  A stopped
   candidate's score is predicted from its accuracy on the part it saw and its genes; every
   target's top-k is fully evaluated and ranked exactly as by full evaluation.
+* several candidates at once (``stack=K``): a wave of K candidates runs as one network
+  (:class:`~metaprune.models.arch.PrunedNet` with ``stack=K``: grouped convs, each member
+  zero-padded to the wave's widest widths), so one kernel launch serves K candidates; the
+  members of a wave race against the candidates scored before it, and a stopped member is
+  taken out of the network (the others re-padded to their own widest);
 * distributed: :class:`DistributedScorer` gives each ``torchrun`` rank a share of every batch of
   candidates and all-gathers the scores (and the per-image correctness of the fully evaluated
   ones); every rank feeds all results to its racing history, so the ranks stay in step (racing
@@ -41,12 +46,15 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from metaprune.engine.evaluate import recalibrate_bn
-from metaprune.models.arch import PrunedNet
+from metaprune.models.arch import PrunedNet, member_tensors, stack_tensors
 from metaprune.search.config import ScorerConfig
 from metaprune.search.racing import RaceHistory, Rivalry, stage_ends
 from metaprune.space import ChannelConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Scored = tuple[float, np.ndarray, bool, "np.ndarray | None"]
+"""One candidate's (proxy accuracy, correctness on the images seen, whether it saw all of
+them, correctness at the first test)."""
 
 
 def fuse_bn(model: nn.Module) -> nn.Module:
@@ -92,7 +100,10 @@ class ProxyScorer:
         fuse: bool = True,
         amp_dtype: torch.dtype | None = None,
         channels_last: bool = True,
+        stack: int = 1,
     ) -> None:
+        if stack < 1:
+            raise ValueError(f"ProxyScorer stack must be >= 1, got {stack}")
         if len(labels) == 0 or len(images) != len(labels):
             raise ValueError(
                 f"ProxyScorer needs a non-empty search split, got {len(images)} images and "
@@ -106,7 +117,7 @@ class ProxyScorer:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.recalib = [(x.contiguous(memory_format=fmt), y) for x, y in recalib]
         self.images, self.labels = images.contiguous(memory_format=fmt), labels
-        self.channels_last = channels_last
+        self.channels_last, self.stack = channels_last, stack
         self.eval_batch_size = eval_batch_size
         self.racing, self.top_k, self.z = racing, racing_top_k, racing_z
         self.ends = stage_ends(len(labels), racing_slice) if racing else [len(labels)]
@@ -165,6 +176,7 @@ class ProxyScorer:
             fuse=cfg.fuse_bn,
             amp_dtype=torch.bfloat16 if cfg.amp and cuda else None,
             channels_last=cfg.channels_last,
+            stack=cfg.stack,
         )
 
     # -- racing history ---------------------------------------------------------------------
@@ -204,16 +216,46 @@ class ProxyScorer:
             return time.perf_counter()
         return time.process_time()
 
-    def _generate(self, config: ChannelConfig) -> nn.Module:
-        t0 = self._sync()
-        sd = self.pnet.generate(config)
+    def _skeleton(self, widths: dict[str, int], stack: int, fused: bool) -> nn.Module:
+        """A network without storage (meta device) for ``stack`` members padded to ``widths``."""
         with torch.device("meta"):
-            net = PrunedNet(self.space.arch, self.space.widths(config), init=False)
-        net.load_state_dict(sd, strict=True, assign=True)
+            net = PrunedNet(self.space.arch, widths, init=False, stack=stack)
+        return fuse_bn(net.eval()) if fused else net
+
+    def _assemble(
+        self, members: Sequence[dict[str, torch.Tensor]], widths: Sequence[dict[str, int]]
+    ) -> nn.Module:
+        """The network of ``members`` (their tensors and widths): plain for one, else stacked
+        with each gene at the members' widest."""
+        wide = {g: max(w[g] for w in widths) for g in widths[0]}
+        fused = not any(k.endswith("running_mean") for k in members[0])  # BN folded
+        net = self._skeleton(wide, len(members), fused)
+        shapes = {k: v.shape for k, v in net.state_dict().items()}
+        net.load_state_dict(stack_tensors(members, shapes), strict=True, assign=True)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
+        return net
+
+    def _generate(self, configs: Sequence[ChannelConfig]) -> nn.Module:
+        t0 = self._sync()
+        members = [self.pnet.generate(c) for c in configs]
+        net = self._assemble(members, [self.space.widths(c) for c in configs])
         self.timings["generate"] += self._sync() - t0
         return net
+
+    def _keep(
+        self, net: nn.Module, configs: Sequence[ChannelConfig], keep: Sequence[int]
+    ) -> nn.Module:
+        """The network of the members ``keep`` of ``net`` (trained state: recalibrated BN,
+        folded or not), re-padded to their own widest widths."""
+        if len(keep) == len(configs):
+            return net
+        t0 = self._sync()
+        sd = net.state_dict()
+        members = [member_tensors(sd, len(configs), j) for j in keep]
+        out = self._assemble(members, [self.space.widths(configs[j]) for j in keep])
+        self.timings["generate"] += self._sync() - t0
+        return out
 
     def _recalibrate(self, net: nn.Module, batches: Sequence[Batch], reset: bool) -> None:
         t0 = self._sync()
@@ -229,64 +271,98 @@ class ProxyScorer:
 
     @torch.inference_mode()
     def _correct(self, net: nn.Module, start: int, end: int) -> np.ndarray:
-        """Per-image correctness on the search images ``[start, end)``."""
+        """Per-image correctness of each member of ``net`` on the search images
+        ``[start, end)``: a ``(members, images)`` bool array."""
         t0, hits, bs = self._sync(), [], self.eval_batch_size
         with self._autocast():
             for s in range(start, end, bs):
                 e = min(s + bs, end)
-                hits.append(net(self.images[s:e]).argmax(1) == self.labels[s:e])
-        out = torch.cat(hits).cpu().numpy()
+                logits = net(self.images[s:e]).view(e - s, -1, self.space.num_classes)
+                hits.append(logits.argmax(-1) == self.labels[s:e, None])
+        out = torch.cat(hits).T.cpu().numpy()
         self.timings["evaluate"] += self._sync() - t0
-        self.timings["images"] += end - start
+        self.timings["images"] += (end - start) * out.shape[0]
         return out
 
     def network(self, config: ChannelConfig) -> nn.Module:
         """The plain network of ``config`` with generated weights and recalibrated BN."""
-        net = self._generate(config)
+        net = self._generate([config])
         self._recalibrate(net, self.recalib, reset=True)
         self._fuse(net)
         return net
 
-    def score_one(self, config: ChannelConfig) -> tuple[float, np.ndarray, bool, np.ndarray | None]:
+    def score_wave(self, configs: Sequence[ChannelConfig]) -> list[Scored]:
         """(proxy accuracy, per-image correctness on the images seen, whether it saw all,
-        correctness at the first test after partial recalibration) of one config, racing if
-        enabled.
+        correctness at the first test after partial recalibration) of each config, scored
+        side by side in one network (one config: the plain network), racing if enabled.
 
         With racing, BN is first recalibrated on the first ``recalib_first`` batches only and
         the first slice evaluated; a clearly worse candidate stops there (compared with its
         rivals' first tests, measured the same way).  Otherwise the cumulative recalibration
         continues on the other batches (identical statistics to one full pass) and the
-        candidate is evaluated afresh, slice by slice.
+        candidate is evaluated afresh, slice by slice.  The members of a wave are judged
+        against the same history (the candidates scored before the wave); stopped members
+        leave the network.
         """
-        costs = self.history.candidate_costs(config) if self.racing else {}
-        hist, genes = self.history, config.indices
-        net = self._generate(config)
-        n_first, partial = self.recalib_first, None
+        hist = self.history
+        out: dict[int, Scored] = {}
+
+        def results() -> list[Scored]:
+            return [out[j] for j in range(len(configs))]
+
+        costs = [hist.candidate_costs(c) if self.racing else {} for c in configs]
+        alive, net = list(range(len(configs))), self._generate(configs)
+        partial: list[np.ndarray | None] = [None] * len(configs)
+
+        def race(correct: np.ndarray, first: bool) -> list[int]:
+            """Record the stopped members; the positions (in ``alive``) that go on."""
+            go = []
+            for i, j in enumerate(alive):
+                if hist.clearly_worse(costs[j], correct[i], self.top_k, self.z, first=first):
+                    est = hist.estimate(correct[i], configs[j].indices, first=first)
+                    out[j] = (est, correct[i], False, partial[j])
+                else:
+                    go.append(i)
+            return go
+
+        n_first = self.recalib_first
         self._recalibrate(net, self.recalib[:n_first], reset=True)
         if n_first < len(self.recalib):
-            partial = self._correct(net, 0, self.ends[0])
-            if hist.clearly_worse(costs, partial, self.top_k, self.z, first=True):
-                return hist.estimate(partial, genes, first=True), partial, False, partial
+            first = self._correct(net, 0, self.ends[0])
+            for i, j in enumerate(alive):
+                partial[j] = first[i]
+            go = race(first, first=True)
+            if not go:
+                return results()
+            net, alive = self._keep(net, [configs[j] for j in alive], go), [alive[i] for i in go]
             self._recalibrate(net, self.recalib[n_first:], reset=False)
         self._fuse(net)
-        correct, seen = np.zeros(0, dtype=bool), 0
+        correct, seen = np.zeros((len(alive), 0), dtype=bool), 0
         for end in self.ends:
-            correct = np.concatenate([correct, self._correct(net, seen, end)])
+            correct = np.concatenate([correct, self._correct(net, seen, end)], axis=1)
             seen = end
-            if end < self.ends[-1] and hist.clearly_worse(costs, correct, self.top_k, self.z):
-                return hist.estimate(correct, genes), correct, False, partial
-        return float(correct.mean()), correct, True, partial
+            if end < self.ends[-1]:
+                go = race(correct, first=False)
+                if not go:
+                    return results()
+                net = self._keep(net, [configs[j] for j in alive], go)
+                alive, correct = [alive[i] for i in go], correct[go]
+        for i, j in enumerate(alive):
+            out[j] = (float(correct[i].mean()), correct[i], True, partial[j])
+        return results()
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
         """Proxy accuracy of each config (the search's :class:`Scorer` protocol)."""
         scores, details, full, first = [], [], [], []
-        for c in configs:
-            acc, correct, done, partial = self.score_one(c)
-            scores.append(acc)
-            details.append({"samples": len(correct), "full": done})
-            full.append(correct if done else None)
-            first.append(partial if done else None)
-            self.observe([c], [acc], full[-1:], first[-1:])
+        for w in range(0, len(configs), self.stack):
+            wave = configs[w : w + self.stack]
+            results = self.score_wave(wave)
+            for acc, correct, done, partial in results:
+                scores.append(acc)
+                details.append({"samples": len(correct), "full": done})
+                full.append(correct if done else None)
+                first.append(partial if done else None)
+            self.observe(wave, scores[w:], full[w:], first[w:])
         self.timings["candidates"] += len(configs)
         self.last_details, self.last_correct, self.last_partial = details, full, first
         return scores
