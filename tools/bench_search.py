@@ -1,12 +1,13 @@
 """Benchmark of search candidate scoring (MetaPruning sec. 3.3 proxy): speed and fidelity.
 
-Two parts, each measured side by side in one run:
+Three parts (the timings measured side by side in one run):
 
 ``timing``  candidates scored per second (generation + BN recalibration + evaluation) at CIFAR-10
             sizes (3x32x32, 10 classes) for ResNet-20 and MobileNetV2 with an untrained
             PruningNet: the plain path (``metaprune.train.score_config``: build, load, recalibrate,
             evaluate with batches of 256) against :class:`~metaprune.search.ProxyScorer` without
-            racing, on the same candidates and images; plus the fast scorer's time shares.
+            racing, on the same candidates and images; plus the fast scorer's time shares, and
+            the fast scorer with ``--stack`` candidates per forward pass.
 ``compare`` on Fashion-MNIST (28x28) with a briefly trained ResNet-20 PruningNet:
             the paper's GA (population 50, top-10 parents, ``--generations``) with the racing
             scorer under 0.5 of max FLOPs produces the candidate stream; the candidates racing
@@ -14,6 +15,8 @@ Two parts, each measured side by side in one run:
             sample by the plain path for its time; reports seconds per candidate, speed-up and
             Kendall tau against full evaluation, whether the top-k leaders keep their order, and
             the winner at 50% FLOPs against the uniform-width config of equal or higher FLOPs.
+``padding`` on the GA stream of a ``compare`` run (``--stream``): the FLOPs overhead of scoring
+            waves of K candidates in one stacked network (``--stack`` in ``timing``).
 
 Usage: ``python tools/bench_search.py --part all [--pruningnet outputs/<train run>]``: without
 ``--pruningnet`` (a PruningNet trained on Fashion-MNIST) ``compare`` first trains a ResNet-20
@@ -74,8 +77,9 @@ def timing(args: argparse.Namespace) -> list[str]:
     """Plain vs fast (no racing) at CIFAR-10 sizes, untrained PruningNet."""
     lines = [
         "| model | candidates | recal + eval images | plain s/cand | fast s/cand | speed-up "
-        "| fast cand/s | fast: generate / recalibrate / evaluate |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| fast cand/s | fast: generate / recalibrate / evaluate | fast, stack {args.stack}: "
+        "s/cand | stacked / fast time | stacked: max score change |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     g = torch.Generator().manual_seed(0)
     for name, n, n_rec, n_eval in (
@@ -91,13 +95,65 @@ def timing(args: argparse.Namespace) -> list[str]:
         configs = [space.sample(np.random.default_rng(i)) for i in range(n)]
         _, t_plain = plain_scores(pnet, configs, recal, images, labels)
         fast = ProxyScorer(pnet, rebatch(recal, 256), images, labels, racing=False)
-        _, t_fast = fast_scores(fast, configs)
+        s_fast, t_fast = fast_scores(fast, configs)
+        stacked = ProxyScorer(
+            pnet, rebatch(recal, 256), images, labels, racing=False, stack=args.stack
+        )
+        s_stack, t_stack = fast_scores(stacked, configs)
+        change = max(abs(a - b) for a, b in zip(s_fast, s_stack, strict=True))
         t = fast.timings
         lines.append(
             f"| {name} | {n} | {n_rec} + {n_eval} | {t_plain / n:.2f} | {t_fast / n:.2f} "
-            f"| {t_plain / t_fast:.2f}x | {n / t_fast:.2f} | {shares(t)} |"
+            f"| {t_plain / t_fast:.2f}x | {n / t_fast:.2f} | {shares(t)} | {t_stack / n:.2f} "
+            f"| {t_stack / t_fast:.2f} | {change:.4f} |"
         )
         print(lines[-1], flush=True)
+    return lines
+
+
+def fmnist_space():
+    """The ResNet-20 space of ``compare`` (Fashion-MNIST: 1x28x28, 10 classes)."""
+    return create_space("resnet20", stem="cifar", in_chans=1, input_size=28, num_classes=10)
+
+
+def padding(args: argparse.Namespace) -> list[str]:
+    """FLOPs of stacked waves (every member padded to the wave's widest widths) against their
+    members' own FLOPs, on the candidate stream of a ``compare`` run (``--stream``): each
+    generation's candidates in waves of K, in the order scored and in gene order (what
+    ``ProxyScorer`` does with ``stack > 1``).  Pure arithmetic of the cost model."""
+    from metaprune.cost import cost_model
+
+    space = fmnist_space()
+    cm = cost_model(space)
+    rows = json.loads(Path(args.stream).read_text())["rows"]
+    gens = [
+        [space.config(r["genes"]) for r in g]
+        for _, g in itertools.groupby(rows, key=lambda r: r["generation"])
+    ]
+
+    def ratio(k: int, key) -> float:
+        stacked = own = 0
+        for gen in gens:
+            ordered = sorted(gen, key=key) if key else gen
+            for w in range(0, len(ordered), k):
+                wave = ordered[w : w + k]
+                wide = space.config(
+                    [max(c.indices[i] for c in wave) for i in range(len(space.genes))]
+                )
+                widths = [space.widths(c) for c in wave]
+                assert space.widths(wide) == {g: max(x[g] for x in widths) for g in widths[0]}
+                stacked += len(wave) * cm.flops(wide)
+                own += sum(cm.flops(c) for c in wave)
+        return stacked / own
+
+    lines = [
+        f"Stream: {args.stream} ({len(rows)} candidates, {len(gens)} generations)",
+        "| K (stack) | FLOPs stacked / own, order scored | in gene order |",
+        "|---:|---:|---:|",
+    ]
+    for k in (2, 4, 8):
+        lines.append(f"| {k} | {ratio(k, None):.2f} | {ratio(k, lambda c: c.indices):.2f} |")
+    print("\n".join(lines), flush=True)
     return lines
 
 
@@ -110,7 +166,7 @@ def brief_pruningnet(args: argparse.Namespace, data) -> Path:
     from metaprune.io import atomic_torch_save
     from metaprune.train import FORMAT, PRUNINGNET_FILE
 
-    space = create_space("resnet20", stem="cifar", in_chans=1, input_size=28, num_classes=10)
+    space = fmnist_space()
     torch.manual_seed(0)
     pnet = create_pruningnet(space).train()
     opt = torch.optim.SGD(pnet.parameters(), lr=0.1, momentum=0.9, nesterov=True)
@@ -255,13 +311,14 @@ def compare(args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--part", choices=("timing", "compare", "all"), default="all")
+    p.add_argument("--part", choices=("timing", "compare", "padding", "all"), default="all")
     p.add_argument("--pruningnet", help="trained ResNet-20 / Fashion-MNIST PruningNet (compare)")
     p.add_argument(
         "--train-steps", type=int, default=150, help="compare without --pruningnet: train steps"
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--timing-candidates", type=int, default=6)
+    p.add_argument("--stack", type=int, default=4, help="timing: candidates per forward pass")
     p.add_argument("--recal-images", type=int, default=2048)
     p.add_argument("--eval-images", type=int, default=6000)
     p.add_argument("--generations", type=int, default=6, help="compare: GA generations")
@@ -278,6 +335,7 @@ def main() -> None:
         help="compare: compare.json of an earlier run (same PruningNet and images) whose full "
         "scores are reused for the networks it scored",
     )
+    p.add_argument("--stream", help="padding: compare.json of a compare run (its GA stream)")
     p.add_argument("--out", default="outputs/bench_search")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -286,6 +344,8 @@ def main() -> None:
         timing(args)
     if args.part in ("compare", "all"):
         compare(args)
+    if args.part == "padding" or (args.part == "all" and args.stream):
+        padding(args)
 
 
 if __name__ == "__main__":

@@ -52,9 +52,10 @@ class ScorerConfig:
     stack: int = 1
     """Candidates scored side by side in one network (``PrunedNet(stack=K)``: grouped convs,
     each member zero-padded to the widest), in waves of this many; a wave races against the
-    candidates scored before it.  Fewer, larger kernels: meant for GPUs, where small networks
-    leave the device idle between kernel launches (on a 2-core CPU it was slower, see
-    ``BENCHMARKS.md``)."""
+    candidates scored before it.  K times fewer kernel launches, for GPUs that small networks
+    leave idle between launches (not yet measured on one).  The padding costs FLOPs (waves of 4
+    of a ResNet-20 GA stream: 1.46x their own), and on a 2-core CPU waves of 4 took 1.7-2.2x
+    the time of one at a time: keep 1 on CPU (``BENCHMARKS.md``)."""
     fuse_bn: bool = True
     """Fold BN into the convolutions after recalibration (exact in eval mode, faster)."""
     amp: bool = True
