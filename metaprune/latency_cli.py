@@ -22,6 +22,7 @@ from metaprune.cost.latency import (
     MODES,
     RUNTIMES,
     SAMPLINGS,
+    TIMING,
     LatencyModel,
     LatencyTable,
     build_latency_table,
@@ -85,15 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=1)
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--channels-last", action="store_true")
-    b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--repeats", type=int, default=1, help="calls per runner and round")
-    b.add_argument("--rounds", type=int, default=50, help="interleaved rounds")
+    b.add_argument("--warmup", type=int, default=TIMING["warmup"])
+    b.add_argument("--repeats", type=int, default=TIMING["repeats"], help="calls per round")
+    b.add_argument("--rounds", type=int, default=TIMING["rounds"], help="interleaved rounds")
     b.add_argument(
-        "--settle", type=int, default=1, help="untimed calls before each runner's timed ones"
+        "--settle",
+        type=int,
+        default=TIMING["settle"],
+        help="untimed calls before each runner's timed ones",
     )
     b.add_argument(
         "--clock",
-        default="wall",
+        default=TIMING["clock"],
         choices=CLOCKS,
         help="wall clock, or the thread's CPU time (CPU, 1 thread; for shared machines)",
     )

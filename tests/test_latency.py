@@ -235,6 +235,30 @@ def test_cpu_clock_and_bad_arguments():
         validate_latency(model, n=2, sampling="grid")
 
 
+def test_one_set_of_timing_defaults():
+    """A table, its builder, the CLI and ``time_runners`` time the same way by default."""
+    import inspect
+
+    from metaprune.cost.latency import TIMING, LatencyTable
+    from metaprune.latency_cli import _parser
+
+    table = LatencyTable(
+        **{f: None for f in ("space", "family", "space_desc", "device_type")},
+        device="cpu",
+        runtime="torch",
+        batch=1,
+        threads=1,
+        input_shape=(3, 8, 8),
+        act="relu",
+    )
+    assert table.timing == dict(TIMING)
+    cli = vars(_parser().parse_args(["build", "--model", "resnet20", "--out", "t.json"]))
+    for fn in (build_latency_table, time_runners):
+        params = inspect.signature(fn).parameters
+        assert {k: params[k].default for k in TIMING} == dict(TIMING)
+    assert {k: cli[k] for k in TIMING} == dict(TIMING)
+
+
 def test_validation_metrics_and_cli(tmp_path):
     space = tiny_space()
     out = tmp_path / "t.json"

@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,11 @@ RUNTIMES = ("torch", "onnxruntime")
 MODES = ("linear", "sum")
 CLOCKS = ("wall", "cpu")
 SAMPLINGS = ("uniform", "spread")
+TIMING: Mapping[str, Any] = MappingProxyType(
+    {"warmup": 3, "repeats": 1, "rounds": 50, "clock": "wall", "settle": 1}
+)
+"""How :func:`time_runners` times unless told otherwise: the defaults of every timing entry
+point (tables, their builder, the CLI, a retrained network's latency)."""
 
 
 class LatencyTableError(ValueError):
@@ -230,11 +236,11 @@ def time_runners(
     runners: Sequence[Runner],
     *,
     device: str | torch.device = "cpu",
-    warmup: int = 3,
-    repeats: int = 1,
-    rounds: int = 25,
-    clock: str = "wall",
-    settle: int = 0,
+    warmup: int = TIMING["warmup"],
+    repeats: int = TIMING["repeats"],
+    rounds: int = TIMING["rounds"],
+    clock: str = TIMING["clock"],
+    settle: int = TIMING["settle"],
 ) -> np.ndarray:
     """Median milliseconds per call of each runner.
 
@@ -304,9 +310,7 @@ class LatencyTable:
     input_shape: tuple[int, int, int]
     act: str
     channels_last: bool = False
-    timing: dict[str, Any] = field(
-        default_factory=lambda: {"warmup": 3, "repeats": 1, "rounds": 25, "clock": "wall"}
-    )
+    timing: dict[str, Any] = field(default_factory=lambda: dict(TIMING))
     versions: dict[str, str] = field(default_factory=dict)
     entries: dict[EntryKey, float] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
@@ -521,11 +525,11 @@ def build_latency_table(
     batch: int = 1,
     threads: int = 1,
     channels_last: bool = False,
-    warmup: int = 3,
-    repeats: int = 1,
-    rounds: int = 50,
-    clock: str = "wall",
-    settle: int = 1,
+    warmup: int = TIMING["warmup"],
+    repeats: int = TIMING["repeats"],
+    rounds: int = TIMING["rounds"],
+    clock: str = TIMING["clock"],
+    settle: int = TIMING["settle"],
     n_fit: int = 10,
     path: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
