@@ -74,8 +74,9 @@ def test_builds_and_runs(name: str, stem: str, tiny_space) -> None:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_stacked_network_runs_each_member_exactly(name: str, stem: str, tiny_space) -> None:
     """``stack=K``: K configs side by side in one grouped network (members zero-padded to the
-    widest) give each member's own logits, with BN in training mode too; a member's block
-    taken back out is its plain network."""
+    widest) give each member's own logits, after BN statistics recalibrated on batches in
+    training mode (the padding must not leak into them); a member's block taken back out is
+    its plain network."""
     from metaprune.engine.evaluate import recalibrate_bn
     from metaprune.models.arch import PrunedNet, member_tensors, stack_tensors
 
@@ -90,7 +91,7 @@ def test_stacked_network_runs_each_member_exactly(name: str, stem: str, tiny_spa
     stacked.load_state_dict(stack_tensors([n.state_dict() for n in nets], shapes))
     x, recal = torch.randn(4, *space.input_shape), [(torch.randn(6, *space.input_shape), None)]
     for n in (*nets, stacked):
-        recalibrate_bn(n, recal)  # batch statistics: the padding must not leak into them
+        recalibrate_bn(n, recal)
     with torch.no_grad():
         out = stacked(x)
         assert out.shape == (4, 3, space.num_classes)

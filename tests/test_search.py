@@ -413,15 +413,21 @@ def test_stacked_scorer_matches_one_at_a_time(proxy_parts):
     everything = [Bound("flops", None, float(cm.flops(big)))]
     only_big = [Bound("flops", float(cm.flops(big)), None)]  # no rival meets it
     perfect = [np.ones(120, dtype=bool)] * 2
-    # rivals right on the first slice at their first test (stop there), or wrong (stop later)
-    for heads, seen in ((True, 2 * 30 + 120), (False, 2 * 30 + 2 * 30 + 90)):
-        racer = ProxyScorer(pnet, recal, images, labels, racing_slice=0.25, racing_top_k=2, stack=2)
+    # rivals right on the first slice at their first test (stop there), or wrong (stop later,
+    # after BN folding, or without folding: the narrowed network must stay in eval mode)
+    cases = ((True, True, 2 * 30 + 120), (False, True, 2 * 30 + 2 * 30 + 90))
+    for heads, fuse, seen in (*cases, (False, False, 2 * 30 + 2 * 30 + 90)):
+        racer = ProxyScorer(
+            pnet, recal, images, labels, racing_slice=0.25, racing_top_k=2, stack=2, fuse=fuse
+        )
         racer.observe([sp.min()] * 2, [1.0, 1.0], perfect, [np.full(30, heads)] * 2)
         racer.set_rivalry(Rivalry({"flops": cm.flops_many}, [everything, only_big], ["flops"]))
-        scores = racer.score([configs[0], big])  # configs[0] meets `everything` only
-        assert [d["samples"] for d in racer.last_details] == [30, 120]
-        assert scores[1] == full[4] and racer.last_correct[0] is None
+        scores = racer.score([big, configs[0]])  # scored in gene order: configs[0] first
+        assert [d["samples"] for d in racer.last_details] == [120, 30]
+        assert np.array_equal(racer.last_correct[0], one.last_correct[4])
+        assert scores[0] == full[4] and racer.last_correct[1] is None
         assert racer.timings["images"] == seen  # the stopped member left the network
+    assert stacked.score_wave([]) == []
     with pytest.raises(ValueError, match="stack must be >= 1"):
         ProxyScorer(pnet, recal, images, labels, stack=0)
     with pytest.raises(ValueError, match=r"search\.scorer\.stack"):

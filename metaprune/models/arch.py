@@ -194,11 +194,11 @@ class PrunedNet(nn.Module):
             else nn.Conv2d(stack * last, stack * classes, 1, groups=stack)
         )
         for m in self.modules() if init else ():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
+            if m is self.classifier:
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stack > 1:
@@ -215,8 +215,9 @@ def stack_tensors(
     ``members`` (state dicts of plain networks, or :func:`member_tensors` of another stack).
 
     Member ``j`` fills the start of the ``j``-th of ``len(members)`` equal blocks along dim 0
-    of every tensor (and the start of the other dims); the padding is zero.  A scalar (BN's
-    batch count) is the first member's.
+    of every tensor (and the start of the other dims); the padding is zero.  A member tensor
+    larger than its block is cropped to it (only ever padding, when a stack is narrowed to some
+    of its members).  A scalar (BN's batch count, equal in all members) is the first member's.
     """
     k, out = len(members), {}
     for name, shape in shapes.items():

@@ -51,8 +51,10 @@ class ScorerConfig:
     only for candidates that pass it (1.0 = always recalibrate fully first)."""
     stack: int = 1
     """Candidates scored side by side in one network (``PrunedNet(stack=K)``: grouped convs,
-    each member zero-padded to the widest), in waves of this many; a wave races against the
-    candidates scored before it.  K times fewer kernel launches, for GPUs that small networks
+    each member zero-padded to the widest), in waves of this many.  The fully evaluated scores
+    are those of one at a time; with racing, a wave races against the candidates scored before
+    it (not against its own members), so which candidates stop early, and the stopped ones'
+    predicted scores, can differ from ``stack=1``.  K times fewer kernel launches, for GPUs that small networks
     leave idle between launches (not yet measured on one).  The padding costs FLOPs (waves of 4
     of a ResNet-20 GA stream: 1.46x their own), and on a 2-core CPU waves of 4 took 1.7-2.2x
     the time of one at a time: keep 1 on CPU (``BENCHMARKS.md``)."""

@@ -219,8 +219,8 @@ class ProxyScorer:
     def _skeleton(self, widths: dict[str, int], stack: int, fused: bool) -> nn.Module:
         """A network without storage (meta device) for ``stack`` members padded to ``widths``."""
         with torch.device("meta"):
-            net = PrunedNet(self.space.arch, widths, init=False, stack=stack)
-        return fuse_bn(net.eval()) if fused else net
+            net = PrunedNet(self.space.arch, widths, init=False, stack=stack).eval()
+        return fuse_bn(net) if fused else net
 
     def _assemble(
         self, members: Sequence[dict[str, torch.Tensor]], widths: Sequence[dict[str, int]]
@@ -231,7 +231,9 @@ class ProxyScorer:
         fused = not any(k.endswith("running_mean") for k in members[0])  # BN folded
         net = self._skeleton(wide, len(members), fused)
         shapes = {k: v.shape for k, v in net.state_dict().items()}
-        net.load_state_dict(stack_tensors(members, shapes), strict=True, assign=True)
+        own = len(members) == 1 and all(members[0][k].shape == v for k, v in shapes.items())
+        tensors = members[0] if own else stack_tensors(members, shapes)  # one: no copy
+        net.load_state_dict(tensors, strict=True, assign=True)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         return net
@@ -304,6 +306,8 @@ class ProxyScorer:
         against the same history (the candidates scored before the wave); stopped members
         leave the network.
         """
+        if not configs:
+            return []
         hist = self.history
         out: dict[int, Scored] = {}
 
