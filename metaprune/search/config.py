@@ -54,10 +54,10 @@ class ScorerConfig:
     each member zero-padded to the widest), in waves of this many.  The fully evaluated scores
     are those of one at a time; with racing, a wave races against the candidates scored before
     it (not against its own members), so which candidates stop early, and the stopped ones'
-    predicted scores, can differ from ``stack=1``.  K times fewer kernel launches, for GPUs that small networks
-    leave idle between launches (not yet measured on one).  The padding costs FLOPs (waves of 4
-    of a ResNet-20 GA stream: 1.46x their own), and on a 2-core CPU waves of 4 took 1.7-2.2x
-    the time of one at a time: keep 1 on CPU (``BENCHMARKS.md``)."""
+    predicted scores, can differ from ``stack=1``.  K times fewer kernel launches, for GPUs
+    that small networks leave idle between launches (not yet measured on one).  The padding
+    costs FLOPs (waves of 4 of a ResNet-20 GA stream: 1.46x their own), and on a 2-core CPU
+    waves of 4 took 1.7-2.2x the time of one at a time: keep 1 on CPU (``BENCHMARKS.md``)."""
     fuse_bn: bool = True
     """Fold BN into the convolutions after recalibration (exact in eval mode, faster)."""
     amp: bool = True
