@@ -1,6 +1,6 @@
 """Benchmark of search candidate scoring (MetaPruning sec. 3.3 proxy): speed and fidelity.
 
-Three parts (the timings measured side by side in one run):
+Four parts (the timings measured side by side in one run):
 
 ``timing``  candidates scored per second (generation + BN recalibration + evaluation) at CIFAR-10
             sizes (3x32x32, 10 classes) for ResNet-20 and MobileNetV2 with an untrained
@@ -15,6 +15,9 @@ Three parts (the timings measured side by side in one run):
             sample by the plain path for its time; reports seconds per candidate, speed-up and
             Kendall tau against full evaluation, whether the top-k leaders keep their order, and
             the winner at 50% FLOPs against the uniform-width config of equal or higher FLOPs.
+``bound``   on the GA stream of a ``compare`` run (``--stream``, same ``--pruningnet``): how
+            well a candidate's score can be predicted from its first images at all (what
+            limits racing), by Kendall tau over held-out halves of the stream.
 ``padding`` on the GA stream of a ``compare`` run (``--stream``): the FLOPs overhead of scoring
             waves of K candidates in one stacked network (``--stack`` in ``timing``).
 
@@ -42,6 +45,7 @@ from metaprune.data import build_datasets, make_loader
 from metaprune.pruningnet import create_pruningnet
 from metaprune.search import ProxyScorer, SearchConfig, default_costs, run_search
 from metaprune.search.config import ScorerConfig
+from metaprune.search.racing import RaceHistory, stage_ends
 from metaprune.train import load_pruningnet, score_config
 
 
@@ -187,6 +191,61 @@ def brief_pruningnet(args: argparse.Namespace, data) -> Path:
     return path
 
 
+def fmnist_parts(args: argparse.Namespace):
+    """The PruningNet (``--pruningnet``, else one trained briefly), the recalibration batches
+    and the ordered search images of ``compare`` (Fashion-MNIST)."""
+    # no augmentation: BN recalibrated on the plain training images
+    data = build_datasets({"name": "fashion_mnist", "search_size": 0.1, "augment": False})
+    path = args.pruningnet or brief_pruningnet(args, data)
+    pnet = load_pruningnet(path).eval()
+    if pnet.space.input_shape != tuple(data.input_shape):
+        raise SystemExit(f"--pruningnet must be trained on Fashion-MNIST, space is {pnet.space}")
+    loader = make_loader(data.train, 128, train=True, seed=0)
+    recal = list(itertools.islice(loader, args.recal_images // 128))
+    xs, ys = zip(*make_loader(data.search, 1000, train=False), strict=True)
+    perm = torch.randperm(sum(len(y) for y in ys), generator=torch.Generator().manual_seed(0))
+    images = torch.cat(xs)[perm][: args.eval_images]
+    return pnet, recal, images, torch.cat(ys)[perm][: args.eval_images]
+
+
+def bound(args: argparse.Namespace) -> list[str]:
+    """How well any early stop can do: the GA stream of a ``compare`` run (``--stream``, the
+    same ``--pruningnet``) fully evaluated, then each candidate of a random half predicted from
+    its first m images (complete recalibration) by ``RaceHistory.estimate`` fitted on the other
+    half; Kendall tau of the predictions against full evaluation, over 20 random halves."""
+    pnet, recal, images, labels = fmnist_parts(args)
+    space = pnet.space
+    rows = json.loads(Path(args.stream).read_text())["rows"]
+    configs = [space.config(r["genes"]) for r in rows]
+    cache = Path(args.out) / f"bound_{Path(args.stream).stem}.npy"  # per stream
+    if cache.exists() and np.load(cache).shape == (len(configs), len(labels)):
+        correct = np.load(cache)
+    else:
+        ref = ProxyScorer(pnet, recal, images, labels, racing=False)
+        ref.score(configs)
+        correct = np.stack(ref.last_correct)
+        np.save(cache, correct)
+    full = correct.mean(axis=1)
+    lines = [
+        f"Stream: {args.stream} ({len(configs)} candidates), {len(labels)} images",
+        "| first images | share of the split | Kendall tau, mean of 20 halves | min |",
+        "|---:|---:|---:|---:|",
+    ]
+    rng = np.random.default_rng(0)
+    for m in stage_ends(len(labels), args.racing_slice)[:-1]:
+        taus = []
+        for _ in range(20):
+            perm = rng.permutation(len(configs))
+            fit, held = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+            hist = RaceHistory(space, len(labels))
+            hist.add([configs[i] for i in fit], full[fit], list(correct[fit]))
+            pred = [hist.estimate(correct[i, :m], configs[i].indices) for i in held]
+            taus.append(kendall_tau(pred, full[held]))
+        lines.append(f"| {m} | {m / len(labels):.3f} | {np.mean(taus):.3f} | {min(taus):.3f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def compare(args: argparse.Namespace) -> list[str]:
     """Plain vs fast + racing on the candidate stream of a GA (Fashion-MNIST, trained).
 
@@ -194,21 +253,8 @@ def compare(args: argparse.Namespace) -> list[str]:
     scores (same recalibration batches, cumulative statistics, whole split).  The candidates it
     stopped, and a sample of the survivors as a check, are re-scored by the fast scorer without
     racing (full evaluation), and a random sample by the plain ``score_config`` for its time."""
-    # no augmentation: BN recalibrated on the plain training images
-    data = build_datasets({"name": "fashion_mnist", "search_size": 0.1, "augment": False})
-    path = args.pruningnet or brief_pruningnet(args, data)
-    pnet = load_pruningnet(path).eval()
+    pnet, recal, images, labels = fmnist_parts(args)
     space = pnet.space
-    if space.input_shape != tuple(data.input_shape):
-        raise SystemExit(f"--pruningnet must be trained on Fashion-MNIST, space is {space}")
-    loader = make_loader(data.train, 128, train=True, seed=0)
-    recal = list(itertools.islice(loader, args.recal_images // 128))
-    xs, ys = zip(*make_loader(data.search, 1000, train=False), strict=True)
-    perm = torch.randperm(sum(len(y) for y in ys), generator=torch.Generator().manual_seed(0))
-    images, labels = (
-        torch.cat(xs)[perm][: args.eval_images],
-        torch.cat(ys)[perm][: args.eval_images],
-    )
 
     def scorer(racing: bool) -> ProxyScorer:
         return ProxyScorer(
@@ -311,7 +357,9 @@ def compare(args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--part", choices=("timing", "compare", "padding", "all"), default="all")
+    p.add_argument(
+        "--part", choices=("timing", "compare", "padding", "bound", "all"), default="all"
+    )
     p.add_argument("--pruningnet", help="trained ResNet-20 / Fashion-MNIST PruningNet (compare)")
     p.add_argument(
         "--train-steps", type=int, default=150, help="compare without --pruningnet: train steps"
@@ -335,9 +383,11 @@ def main() -> None:
         help="compare: compare.json of an earlier run (same PruningNet and images) whose full "
         "scores are reused for the networks it scored",
     )
-    p.add_argument("--stream", help="padding: compare.json of a compare run (its GA stream)")
+    p.add_argument("--stream", help="padding, bound: compare.json of a compare run (its stream)")
     p.add_argument("--out", default="outputs/bench_search")
     args = p.parse_args()
+    if args.part in ("padding", "bound") and not args.stream:
+        p.error(f"--part {args.part} needs --stream")
     torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.part in ("timing", "all"):
@@ -346,6 +396,8 @@ def main() -> None:
         compare(args)
     if args.part == "padding" or (args.part == "all" and args.stream):
         padding(args)
+    if args.part == "bound":
+        bound(args)
 
 
 if __name__ == "__main__":
