@@ -218,9 +218,8 @@ def bound(args: argparse.Namespace) -> list[str]:
     rows = json.loads(Path(args.stream).read_text())["rows"]
     configs = [space.config(r["genes"]) for r in rows]
     cache = Path(args.out) / f"bound_{Path(args.stream).stem}.npy"  # per stream
-    if cache.exists() and np.load(cache).shape == (len(configs), len(labels)):
-        correct = np.load(cache)
-    else:
+    correct = np.load(cache) if cache.exists() else None
+    if correct is None or correct.shape != (len(configs), len(labels)):
         ref = ProxyScorer(pnet, recal, images, labels, racing=False)
         ref.score(configs)
         correct = np.stack(ref.last_correct)
