@@ -2,7 +2,7 @@
 
 MetaPruning (Liu et al., ICCV 2019, sec. 3.3) ends with an ordinary, smaller network: the winner of
 the search, retrained.  The paper stops there; here that network (a plain
-:class:`~metaprune.models.arch.PrunedNet`) is written in forms that run without metaprune:
+:class:`~metaprune.models.pruned.PrunedNet`) is written in forms that run without metaprune:
 
 =============  =============================================  ====================================
 file           what                                           load without metaprune

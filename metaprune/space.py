@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from metaprune.models.arch import Arch, resolve
+from metaprune.arch import Arch, resolve
 
 DEFAULT_RATIOS: tuple[float, ...] = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
 """The paper's 31 width ratios 0.10, 0.13, ..., 1.00."""

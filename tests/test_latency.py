@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import WidthScorer
 
+from metaprune.arch import resolve
 from metaprune.cost.latency import (
     LatencyModel,
     LatencyTable,
@@ -27,7 +28,6 @@ from metaprune.cost.latency import (
 )
 from metaprune.latency_cli import latency_main, space_of_table
 from metaprune.models import build_pruned, create_space
-from metaprune.models.arch import resolve
 
 FAST = {"warmup": 1, "repeats": 2, "rounds": 1}
 

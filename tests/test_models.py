@@ -78,7 +78,7 @@ def test_stacked_network_runs_each_member_exactly(name: str, stem: str, tiny_spa
     training mode (the padding must not leak into them); a member's block taken back out is
     its plain network."""
     from metaprune.engine.evaluate import recalibrate_bn
-    from metaprune.models.arch import PrunedNet, member_tensors, stack_tensors
+    from metaprune.models.pruned import PrunedNet, member_tensors, stack_tensors
 
     space = tiny_space(name, stem)
     members = configs(space)[1:]  # min and two samples: every gene padded somewhere

@@ -5,7 +5,7 @@ constraints by looking up the latency of every layer in a table measured on the 
 summing; the table was never released.  Here the table is measured on the machine at hand:
 
 * **Build** (:func:`build_latency_table`): every prunable layer of ``space.arch.layers`` is timed
-  alone (conv -> BN -> activation exactly as in :class:`~metaprune.models.arch.PrunedNet`, or the
+  alone (conv -> BN -> activation exactly as in :class:`~metaprune.models.pruned.PrunedNet`, or the
   classifier ``Linear``) at every (in, out) width pair the space can produce (depthwise convs: one
   width).  Layers with equal geometry (kind, kernel, stride, depthwise, input size, widths,
   activation) share one entry, which is what makes a 31-choice MobileNetV2 table build in minutes.
@@ -48,8 +48,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from metaprune.arch import Conv, Layer
 from metaprune.io import atomic_write_json
-from metaprune.models.arch import Conv, Layer, conv_bn
+from metaprune.models.pruned import conv_bn
 from metaprune.models.registry import build_pruned
 from metaprune.space import ChannelConfig, ChannelSpace
 
@@ -117,7 +118,7 @@ class EntryKey:
         )
 
     def module(self, act_kind: str) -> nn.Module:
-        """The layer as :class:`~metaprune.models.arch.PrunedNet` builds it, in eval mode."""
+        """The layer as :class:`~metaprune.models.pruned.PrunedNet` builds it, in eval mode."""
         if self.kind == "linear":
             return nn.Linear(self.cin, self.cout).eval()
         conv = Conv(self.cin, self.cout, self.kernel, self.stride, self.depthwise, self.act)

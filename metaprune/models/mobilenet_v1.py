@@ -7,7 +7,7 @@ outputs as inputs.
 
 from __future__ import annotations
 
-from metaprune.models.arch import Arch, Block, Conv
+from metaprune.arch import Arch, Block, Conv
 from metaprune.models.registry import FamilySpec, register, scaled, stem_defaults
 
 # (output channels, stride) of the 13 depthwise-separable blocks

@@ -8,7 +8,7 @@ by every block of the stage because of the residual connections; one gene per bl
 
 from __future__ import annotations
 
-from metaprune.models.arch import Arch, Block, Conv
+from metaprune.arch import Arch, Block, Conv
 from metaprune.models.registry import FamilySpec, register, scaled, stem_defaults
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper's Table 2

@@ -1,7 +1,7 @@
 """Registry of model families: ``create_space``, ``build_pruned``, ``list_models`` (timm-style).
 
 A family is a function of keyword options returning ``(Arch, max widths per gene)``; see
-:mod:`metaprune.models.arch`.  Options are checked by name, so a typo fails at once.
+:mod:`metaprune.arch`.  Options are checked by name, so a typo fails at once.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from metaprune.models.arch import Arch, PrunedNet
+from metaprune.arch import Arch
+from metaprune.models.pruned import PrunedNet
+from metaprune.space import DEFAULT_RATIOS, ChannelSpace
 
 FamilySpec = tuple[Arch, dict[str, int]]
 _FAMILIES: dict[str, Callable[..., FamilySpec]] = {}
@@ -58,14 +60,12 @@ def stem_defaults(
     return num_classes, input_size, 1 if cifar else 2
 
 
-def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any):
+def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any) -> ChannelSpace:
     """The :class:`~metaprune.space.ChannelSpace` of family ``name`` with options ``opts``.
 
     ``choices`` replaces the paper's 31 width ratios.  Unknown families and options raise
     ``ValueError`` naming what is available.
     """
-    from metaprune.space import DEFAULT_RATIOS, ChannelSpace
-
     if name not in _FAMILIES:
         raise ValueError(f"unknown model family {name!r}; registered: {list_models()}")
     fn = _FAMILIES[name]

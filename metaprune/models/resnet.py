@@ -10,7 +10,7 @@ option A, which cannot follow a pruned width, so this is a deliberate departure.
 
 from __future__ import annotations
 
-from metaprune.models.arch import Arch, Block, Conv
+from metaprune.arch import Arch, Block, Conv
 from metaprune.models.registry import FamilySpec, register, scaled, stem_defaults
 
 

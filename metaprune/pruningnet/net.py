@@ -16,7 +16,7 @@ selected by the width's index in ``Gene.unique_widths``, so configs with equal w
 network), non-affine by default as in the official code.
 
 There is one forward definition: :meth:`PruningNet.forward` runs the family's plain
-:class:`~metaprune.models.arch.PrunedNet` (one skeleton on the meta device, shared by all configs)
+:class:`~metaprune.models.pruned.PrunedNet` (one skeleton on the meta device, shared by all configs)
 through ``torch.func.functional_call`` with the generated tensors.  :meth:`PruningNet.generate`
 returns those same tensors as a state dict that ``build_pruned(space, config)`` loads strictly.
 The config is always an argument; no module holds an "active" sub-network (the private skeleton's
@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metaprune.models.arch import Dim, PrunedNet, resolve
+from metaprune.arch import Dim, resolve
+from metaprune.models.pruned import PrunedNet
 from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
 from metaprune.space import ChannelConfig, ChannelSpace
 

@@ -20,7 +20,7 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
   candidate's score is predicted from its accuracy on the part it saw and its genes; every
   target's top-k is fully evaluated and ranked exactly as by full evaluation.
 * several candidates at once (``stack=K``): a wave of K candidates runs as one network
-  (:class:`~metaprune.models.arch.PrunedNet` with ``stack=K``: grouped convs, each member
+  (:class:`~metaprune.models.pruned.PrunedNet` with ``stack=K``: grouped convs, each member
   zero-padded to the wave's widest widths), so one kernel launch serves K candidates; the
   members of a wave race against the candidates scored before it, and a stopped member is
   taken out of the network (the others re-padded to their own widest);
@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from metaprune.engine.evaluate import recalibrate_bn
-from metaprune.models.arch import PrunedNet, member_tensors, stack_tensors
+from metaprune.models.pruned import PrunedNet, member_tensors, stack_tensors
 from metaprune.search.config import ScorerConfig
 from metaprune.search.racing import RaceHistory, Rivalry, stage_ends
 from metaprune.space import ChannelConfig

@@ -1,129 +1,20 @@
-"""Architecture description shared by every model family, and the plain pruned network.
+"""The plain pruned network of an :class:`~metaprune.arch.Arch` at concrete widths.
 
-MetaPruning (Liu et al., ICCV 2019, sec. 3.1) encodes a pruned network by the channel count of
-every prunable layer.  Each family here (MobileNetV1/V2, ResNet) is written once as a list of
-:class:`Block` specs whose channel dimensions name a *gene* of the channel space (or a fixed
-count, such as the input channels).  From that one description come
-
-* :class:`PrunedNet`, the ordinary ``nn.Module`` with concrete widths (``build_pruned``),
-* the resolved :class:`Layer` list (names, kernel, stride, spatial size) that the analytic cost
-  model, the PruningNet's meta blocks and the latency table all read,
-
-so that a family cannot disagree with its own cost model or hypernetwork.
+MetaPruning (Liu et al., ICCV 2019, sec. 3.1 and 4) retrains the searched network from scratch
+as an ordinary network: :class:`PrunedNet` is that network, built from the same architecture
+description as the cost model and the PruningNet.  ``stack=K`` runs K configs side by side as
+one network (grouped convs), which the proxy scorer uses to score several candidates per pass;
+the paper scores one candidate at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import nn
 
-Dim = str | int
-"""A channel dimension: the name of a gene of the channel space, or a fixed channel count."""
-
-
-@dataclass(frozen=True)
-class Conv:
-    """One conv -> BN (-> activation) unit; ``depthwise`` convs have ``cin == cout``."""
-
-    cin: Dim
-    cout: Dim
-    kernel: int = 1
-    stride: int = 1
-    depthwise: bool = False
-    act: bool = True
-
-
-@dataclass(frozen=True)
-class Block:
-    """A chain of convs, optionally with a residual (identity, or through ``shortcut``)."""
-
-    body: tuple[Conv, ...]
-    residual: bool = False
-    shortcut: Conv | None = None
-    post_act: bool = False
-    maxpool: bool = False
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A resolved prunable layer: its module name in :class:`PrunedNet` and its geometry."""
-
-    name: str
-    kind: str  # "conv" or "linear"
-    cin: Dim
-    cout: Dim
-    kernel: int
-    stride: int
-    depthwise: bool
-    in_hw: tuple[int, int]
-    out_hw: tuple[int, int]
-
-
-def _conv_out(hw: tuple[int, int], kernel: int, stride: int) -> tuple[int, int]:
-    pad = kernel // 2
-    return tuple((s + 2 * pad - kernel) // stride + 1 for s in hw)  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Arch:
-    """A whole network: blocks, then global average pooling and a linear classifier."""
-
-    blocks: tuple[Block, ...]
-    num_classes: int
-    in_chans: int
-    input_size: int
-    act: str = "relu"
-
-    @cached_property
-    def layers(self) -> tuple[Layer, ...]:
-        """Every conv (in forward order, shortcuts after their block's body) and the classifier."""
-        out: list[Layer] = []
-        hw = (self.input_size, self.input_size)
-        for i, block in enumerate(self.blocks):
-            block_in = hw
-            for j, conv in enumerate(block.body):
-                nxt = _conv_out(hw, conv.kernel, conv.stride)
-                out.append(_layer(f"features.{i}.body.{j}", conv, hw, nxt))
-                hw = nxt
-            if block.shortcut is not None:
-                sc = block.shortcut
-                out.append(
-                    _layer(
-                        f"features.{i}.shortcut", sc, block_in, _conv_out(block_in, 1, sc.stride)
-                    )
-                )
-            if block.maxpool:
-                hw = _conv_out(hw, 3, 2)
-        last = self.blocks[-1].body[-1].cout
-        out.append(
-            Layer("classifier", "linear", last, self.num_classes, 1, 1, False, (1, 1), (1, 1))
-        )
-        return tuple(out)
-
-    @property
-    def genes_in_order(self) -> list[str]:
-        """Gene names in the order their first layer appears."""
-        seen: dict[str, None] = {}
-        for layer in self.layers:
-            for d in (layer.cin, layer.cout):
-                if isinstance(d, str):
-                    seen.setdefault(d)
-        return list(seen)
-
-
-def _layer(name: str, conv: Conv, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Layer:
-    return Layer(
-        name, "conv", conv.cin, conv.cout, conv.kernel, conv.stride, conv.depthwise, in_hw, out_hw
-    )
-
-
-def resolve(dim: Dim, widths: Mapping[str, int]) -> int:
-    """Channel count of ``dim`` under ``widths`` (gene name -> width)."""
-    return dim if isinstance(dim, int) else widths[dim]
+from metaprune.arch import Arch, Block, Conv, resolve
 
 
 def _act(kind: str) -> nn.Module:
