@@ -276,7 +276,7 @@ def test_proxy_scorer_equals_plain_evaluation(proxy_parts):
 
 
 def test_paired_test_and_stage_ends():
-    from metaprune.search.racing import paired_beats, stage_ends
+    from metaprune.search.scoring.racing import paired_beats, stage_ends
 
     assert stage_ends(100, 0.25) == [25, 50, 100]
     assert stage_ends(100, 1.0) == [100]
@@ -293,7 +293,7 @@ def test_paired_test_and_stage_ends():
 
 
 def test_stopped_score_is_corrected_by_the_slice_difficulty(space):
-    from metaprune.search.racing import RaceHistory
+    from metaprune.search.scoring.racing import RaceHistory
 
     hist = RaceHistory(space, 100)
     genes = space.max().indices
@@ -311,7 +311,7 @@ def test_stopped_score_is_predicted_without_the_selection_bias(space):
     """Full accuracy a smooth function of the genes, the first 20 images a noisy reading of it:
     a candidate whose first images went badly (why racing stops one) is predicted near its
     true accuracy by the fit, while the control-variate shift keeps its bad luck."""
-    from metaprune.search.racing import MIN_FIT, RaceHistory
+    from metaprune.search.scoring.racing import MIN_FIT, RaceHistory
 
     rng = np.random.default_rng(0)
     n_choices = len(space.ratios)
@@ -341,7 +341,7 @@ def test_stopped_score_is_predicted_without_the_selection_bias(space):
 def test_racing_stops_only_candidates_beaten_by_k_rivals(proxy_parts):
     from metaprune.cost import cost_model
     from metaprune.search import Bound, ProxyScorer
-    from metaprune.search.racing import Rivalry
+    from metaprune.search.scoring.racing import Rivalry
 
     sp, pnet, images, labels, recal, configs = proxy_parts
     full = ProxyScorer(pnet, recal, images, labels, racing=False).score(configs)
@@ -397,7 +397,7 @@ def test_stacked_scorer_matches_one_at_a_time(proxy_parts):
     the network (before and after BN folding) while the others go on."""
     from metaprune.cost import cost_model
     from metaprune.search import Bound, ProxyScorer
-    from metaprune.search.racing import Rivalry
+    from metaprune.search.scoring.racing import Rivalry
 
     sp, pnet, images, labels, recal, configs = proxy_parts
     one = ProxyScorer(pnet, recal, images, labels, racing=False)
@@ -438,7 +438,7 @@ def test_distributed_scorer_shards_and_gathers(space):
     import threading
 
     from metaprune.search import DistributedScorer
-    from metaprune.search.scorer import shard
+    from metaprune.search.scoring.distributed import shard
 
     world = 3
     assert sorted(i for r in range(world) for i in shard(10, r, world)) == list(range(10))

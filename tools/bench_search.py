@@ -45,7 +45,7 @@ from metaprune.data import build_datasets, make_loader
 from metaprune.pruningnet import create_pruningnet
 from metaprune.search import ProxyScorer, SearchConfig, default_costs, run_search
 from metaprune.search.config import ScorerConfig
-from metaprune.search.racing import RaceHistory, stage_ends
+from metaprune.search.scoring.racing import RaceHistory, stage_ends
 from metaprune.train import load_pruningnet, score_config
 
 

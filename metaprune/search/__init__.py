@@ -8,10 +8,10 @@
 from metaprune.search.api import search
 from metaprune.search.config import ScorerConfig, SearchConfig
 from metaprune.search.constraints import Bound, Constraints, InfeasibleConstraintError
-from metaprune.search.evolution import Scorer, default_costs, run_search
+from metaprune.search.evolution import default_costs, run_search
 from metaprune.search.pareto import pareto_mask
 from metaprune.search.results import SearchResult, SearchRun, load_search
-from metaprune.search.scorer import DistributedScorer, ProxyScorer
+from metaprune.search.scoring import DistributedScorer, ProxyScorer, Scorer
 
 __all__ = [
     "Bound",

@@ -15,9 +15,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from metaprune.search.config import SearchConfig
-from metaprune.search.evolution import Scorer, default_costs, run_search
+from metaprune.search.evolution import default_costs, run_search
 from metaprune.search.results import SearchRun
-from metaprune.search.scorer import DistributedScorer, ProxyScorer
+from metaprune.search.scoring import DistributedScorer, ProxyScorer, Scorer
 
 
 def search(cfg: Any, out_dir: str | os.PathLike, pruningnet_path: str | os.PathLike) -> SearchRun:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 from deap import base, creator, tools
@@ -42,8 +42,9 @@ from metaprune.io import CheckpointError, atomic_write_text
 from metaprune.search.config import SearchConfig, config_diff
 from metaprune.search.constraints import Bound, Constraints, CostFn, InfeasibleConstraintError
 from metaprune.search.pareto import pareto_mask
-from metaprune.search.racing import Rivalry
 from metaprune.search.results import SearchRun, read_json, write_results
+from metaprune.search.scoring.protocol import Scorer
+from metaprune.search.scoring.racing import Rivalry
 from metaprune.space import ChannelConfig, ChannelSpace
 
 log = logging.getLogger(__name__)
@@ -51,19 +52,6 @@ log = logging.getLogger(__name__)
 STATE_FILE = "search_state.json"
 STATE_VERSION = 1
 Key = tuple[int, ...]
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """Scores configs (higher is better, e.g. proxy top-1 accuracy).
-
-    Optional extras the search uses when present: ``last_details`` (one dict per config of the
-    last call, added to the results table), ``state_dict()`` / ``load_state_dict(d)`` (JSON-able
-    state saved with each checkpoint), ``set_rivalry(r)`` (told once whom candidates compete
-    with, for racing: :class:`~metaprune.search.racing.Rivalry`).
-    """
-
-    def score(self, configs: Sequence[ChannelConfig]) -> list[float]: ...
 
 
 def default_costs(space: ChannelSpace, latency_model: Any = None) -> dict[str, CostFn]:

@@ -11,7 +11,7 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
 * channels-last memory format (CPU and CUDA), BN folded into the convolutions after
   recalibration (exact in eval mode), then the search split, cached on the device in a fixed
   random order, evaluated in inference mode with large batches (bf16 autocast on CUDA);
-* **racing** (successive halving, beyond the paper; :mod:`metaprune.search.racing`): a candidate
+* **racing** (successive halving, beyond the paper; :mod:`metaprune.search.scoring.racing`): a candidate
   is first recalibrated on a share of the batches (``racing_recalib``) and evaluated on a slice
   of the split; it stops early if, in every group of its rivals (each search target it meets),
   at least ``top_k`` fully evaluated rivals beat it by a paired image-by-image test.  Otherwise
@@ -24,11 +24,8 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
   zero-padded to the wave's widest widths), so one kernel launch serves K candidates; the
   members of a wave race against the candidates scored before it, and a stopped member is
   taken out of the network (the others re-padded to their own widest);
-* distributed: :class:`DistributedScorer` gives each ``torchrun`` rank a share of every batch of
-  candidates and all-gathers the scores (and the per-image correctness of the fully evaluated
-  ones); every rank feeds all results to its racing history, so the ranks stay in step (racing
-  decisions, and so scores of stopped candidates, depend on how candidates are split between
-  ranks).
+* distributed: :class:`~metaprune.search.scoring.distributed.DistributedScorer` wraps this
+  scorer for ``torchrun``.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +45,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from metaprune.engine.evaluate import recalibrate_bn
 from metaprune.models.pruned import PrunedNet, member_tensors, stack_tensors
 from metaprune.search.config import ScorerConfig
-from metaprune.search.racing import RaceHistory, Rivalry, stage_ends
+from metaprune.search.scoring.racing import RaceHistory, Rivalry, stage_ends
 from metaprune.space import ChannelConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -385,71 +382,3 @@ def _columns(
         [r[1] if r[2] else None for r in results],
         [r[3] if r[2] else None for r in results],
     )
-
-
-Gather = Callable[[Any], list[Any]]
-
-
-def all_gather_objects(obj: Any) -> list[Any]:
-    """``torch.distributed.all_gather_object``: ``obj`` of every rank, in rank order."""
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def shard(n: int, rank: int, world_size: int) -> list[int]:
-    """Indices of the items of a batch of ``n`` that ``rank`` scores (round robin)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    return list(range(rank, n, world_size))
-
-
-class DistributedScorer:
-    """Splits each batch of candidates among ranks, scores this rank's share with ``inner``
-    and all-gathers the scores, details and per-image correctness (full and at the first
-    test; ``gather`` defaults to ``torch.distributed``)."""
-
-    def __init__(
-        self, inner: Any, rank: int, world_size: int, gather: Gather | None = None
-    ) -> None:
-        shard(0, rank, world_size)
-        self.inner, self.rank, self.world_size = inner, rank, world_size
-        self.gather = gather or all_gather_objects
-        self.last_details: list[dict[str, Any]] = []
-
-    def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
-        mine = [configs[i] for i in shard(len(configs), self.rank, self.world_size)]
-        scores = list(self.inner.score(mine)) if mine else []
-        details = list(getattr(self.inner, "last_details", None) or [{}] * len(scores))
-        correct = list(getattr(self.inner, "last_correct", None) or [None] * len(scores))
-        partial = list(getattr(self.inner, "last_partial", None) or [None] * len(scores))
-        parts = self.gather((scores, details, correct, partial))
-        out: list[float] = [0.0] * len(configs)
-        all_details: list[dict[str, Any]] = [{}] * len(configs)
-        observe = getattr(self.inner, "observe", None)
-        for r, (s, d, c, p) in enumerate(parts):
-            idx = shard(len(configs), r, self.world_size)
-            if len(s) != len(idx):
-                raise RuntimeError(f"rank {r} returned {len(s)} scores for {len(idx)} candidates")
-            for i, v, dd in zip(idx, s, d, strict=True):
-                out[i], all_details[i] = float(v), dd
-            if r != self.rank and callable(observe) and idx:
-                observe([configs[i] for i in idx], s, c, p)
-        self.last_details = all_details
-        return out
-
-    def set_rivalry(self, rivalry: Rivalry) -> None:
-        set_rivalry = getattr(self.inner, "set_rivalry", None)
-        if callable(set_rivalry):
-            set_rivalry(rivalry)
-
-    def state_dict(self) -> dict[str, Any] | None:
-        get = getattr(self.inner, "state_dict", None)
-        return get() if callable(get) else None
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load = getattr(self.inner, "load_state_dict", None)
-        if callable(load):
-            load(state)
