@@ -85,7 +85,10 @@ def _as_options(args: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``metaprune`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
