@@ -22,7 +22,7 @@ from metaprune.search import (
     pareto_mask,
     run_search,
 )
-from metaprune.search.constraints import parse_bound, parse_value
+from metaprune.search.constraints import Bound, BoundSyntaxError, parse_bound, parse_value
 
 SMALL = {
     "population": 12,
@@ -71,18 +71,35 @@ def go(space, tmp_path, name="run", scorer=None, **kw):
 
 
 def test_bound_rule():
-    assert parse_value(0.5, 1000.0, "x") == 500.0
-    assert parse_value(1, 1000.0, "x") == 1000.0
-    assert parse_value(2000, 1000.0, "x") == 2000.0
-    assert parse_value("50%", 1000.0, "x") == 500.0
-    assert parse_value("3M", 1000.0, "x") == 3e6
-    assert parse_value("0.8ms", 1000.0, "x") == 0.8
+    assert parse_value("flops", 0.5, 1000.0, "x") == 500.0
+    assert parse_value("params", 1, 1000.0, "x") == 1000.0
+    assert parse_value("flops", 2000, 1000.0, "x") == 2000.0
+    assert parse_value("flops", "600", 1000.0, "x") == 600.0
+    assert parse_value("flops", "3M", 1000.0, "x") == 3e6
+    for cost in ("flops", "params", "latency"):  # explicit fractions, any cost
+        assert parse_value(cost, "50%", 8.0, "x") == 4.0
+        assert parse_value(cost, "0.25x", 8.0, "x") == 2.0
+    assert parse_value("latency", "2.5ms", 8.0, "x") == 2.5
+    assert parse_value("latency", "0.8 ms", 8.0, "x") == 0.8
+    assert parse_value("energy", 0.5, 8.0, "x") == 0.5  # a caller's own cost: absolute
     b = parse_bound("flops", [0.4, "600"], 1000.0, "x")
     assert (b.lower, b.upper) == (400.0, 600.0)
     assert parse_bound("flops", [None, 0.5], 1000.0, "x").lower is None
-    for bad in ("half", -1, 0, [0.6, 0.4], [1, 2, 3], True):
+    assert parse_bound("latency", ["1ms", "50%"], 8.0, "x") == Bound("latency", 1.0, 4.0)
+    for bad in ("half", -1, 0, [0.6, 0.4], [1, 2, 3], True, "0.5y"):
         with pytest.raises(ValueError):
             parse_bound("flops", bad, 1000.0, "x")
+    # a bare number on latency could be ms or a fraction; ms on FLOPs, M on latency are typos
+    for cost, bad, msg in (
+        ("latency", 1, "ambiguous"),
+        ("latency", "2.5", "ambiguous"),
+        ("latency", [None, 0.5], "ambiguous"),
+        ("latency", "3M", "not a latency unit"),
+        ("flops", "2ms", "latency unit"),
+        ("params", ["1ms", None], "latency unit"),
+    ):
+        with pytest.raises(BoundSyntaxError, match=msg):
+            parse_bound(cost, bad, 8.0, "x")
 
 
 def test_ga_candidates_and_winner_meet_constraints(space, tmp_path):
@@ -100,6 +117,50 @@ def test_ga_candidates_and_winner_meet_constraints(space, tmp_path):
     # evolution improves on its random first generation
     gen0 = max(r["accuracy"] for r in searched if r["generation"] == 0)
     assert best["accuracy"] > gen0
+
+
+class Stopping(Analytic):
+    """Marks every third new network as stopped early by racing (``full: False``) and
+    scores it far above every fully evaluated one, as a bad estimate might."""
+
+    def score(self, configs):
+        out = super().score(configs)
+        self.last_details = [{"full": bool(hash(c.width_tuple()) % 3)} for c in configs]
+        return [s if d["full"] else s + 1.0 for s, d in zip(out, self.last_details, strict=True)]
+
+
+@pytest.mark.parametrize("algorithm", ["ga", "nsga2"])
+def test_winners_and_fronts_only_from_fully_evaluated(space, tmp_path, algorithm):
+    run, _ = go(
+        space,
+        tmp_path,
+        scorer=Stopping(space),
+        algorithm=algorithm,
+        objectives=["flops", "params"],
+        targets=[0.5, 0.8],
+        constraints={"params": 0.9},
+    )
+    stopped = [r for r in run.table() if not r["full"]]
+    assert stopped and max(r["accuracy"] for r in run.table()) == max(
+        r["accuracy"] for r in stopped
+    )
+    back = load_search(tmp_path / "run")
+    on_disk = json.loads((tmp_path / "run" / "winners.json").read_text())
+    fronts = [run.front, back.front, run.pareto(("flops",)), back.pareto(("flops", "params"))]
+    fronts.append(json.loads((tmp_path / "run" / "pareto.json").read_text()))
+    picked = [w["best"] for r in (run, back) for w in r.winners] + [w["best"] for w in on_disk]
+    picked += [r.best(flops=t) for r in (run, back) for t in (0.5, 0.8, 1.0)]
+    picked += [row for front in fronts for row in front]
+    assert picked and all(row is not None and row["full"] for row in picked)
+    # each winner is the best fully evaluated row meeting its target
+    mf, mp_ = run.meta["max_cost"]["flops"], run.meta["max_cost"]["params"]
+    for w, t in zip(run.winners, [0.5, 0.8], strict=True):
+        ok = [
+            r
+            for r in run.table()
+            if r["full"] and r["flops"] <= t * mf and r["params"] <= 0.9 * mp_
+        ]
+        assert w["best"]["accuracy"] == max(r["accuracy"] for r in ok)
 
 
 def test_targets_share_one_cache(space, tmp_path):

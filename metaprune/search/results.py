@@ -11,6 +11,11 @@ A search directory holds
 * ``search_state.json``: the resume checkpoint; ``tb/``: TensorBoard scalars.
 
 Every file is written atomically.
+
+Winners and fronts come from *fully evaluated* rows only: a racing scorer marks a candidate it
+stopped early ``full: false`` and scores it by a fitted estimate (``scoring/racing.py``), which
+ranks it for the GA but never makes it a winner or a front member.  Rows without the flag
+(scorers without racing) count as fully evaluated.
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ def read_json(path: str | Path) -> Any:
 
 def bounds_from_json(specs: Sequence[Mapping[str, Any]]) -> list[Bound]:
     return [Bound(d["cost"], d["lower"], d["upper"]) for d in specs]
+
+
+def fully_evaluated(row: Mapping[str, Any]) -> bool:
+    """Whether a row's score is a full evaluation (not a racing scorer's early-stop estimate)."""
+    return bool(row.get("full", True))
 
 
 def _meets(row: Mapping[str, Any], bounds: Sequence[Bound]) -> bool:
@@ -113,7 +123,9 @@ class SearchRun:
         return pd.DataFrame(self.table())
 
     def resolve(self, **spec: Any) -> list[Bound]:
-        """Bounds from ``cost=value`` specs (fraction <= 1 of the max config, else absolute)."""
+        """Bounds from ``cost=value`` specs, read as search constraints are
+        (:mod:`metaprune.search.constraints`: ``0.5`` or ``"50%"`` of the max FLOPs,
+        ``"300M"``, ``latency="2.5ms"``)."""
         out = []
         for name, value in spec.items():
             if name not in self.meta["max_cost"]:
@@ -121,26 +133,27 @@ class SearchRun:
             out.append(parse_bound(name, value, self.meta["max_cost"][name], f"{name}={value!r}"))
         return out
 
-    def select(self, bounds: Sequence[Bound]) -> list[dict[str, Any]]:
-        """Rows meeting every bound."""
-        return [r for r in self.rows if _meets(r, bounds)]
+    def select(self, bounds: Sequence[Bound], full: bool = False) -> list[dict[str, Any]]:
+        """Rows meeting every bound (``full``: only the fully evaluated ones)."""
+        return [r for r in self.rows if _meets(r, bounds) and (not full or fully_evaluated(r))]
 
     def best(self, **spec: Any) -> dict[str, Any] | None:
-        """The most accurate scored config meeting ``spec`` (e.g. ``flops=0.5``,
+        """The most accurate fully evaluated config meeting ``spec`` (e.g. ``flops=0.5``,
         ``flops=[0.45, 0.5]``, ``params="1M"``); ties go to the cheaper one.  ``None`` if none."""
         return self._best(self.resolve(**spec))
 
     def _best(self, bounds: Sequence[Bound]) -> dict[str, Any] | None:
-        rows = self.select(bounds)
+        rows = self.select(bounds, full=True)
         if not rows:
             return None
         return min(rows, key=lambda r: (-r["accuracy"], r[self.cost], r["id"]))
 
     def pareto(self, costs: Sequence[str] = ("flops",), **spec: Any) -> list[dict[str, Any]]:
-        """Non-dominated rows (max accuracy, min ``costs``) among those meeting ``spec``,
-        sorted by the first cost."""
+        """Non-dominated rows (max accuracy, min ``costs``) among the fully evaluated ones
+        meeting ``spec``, sorted by the first cost."""
         costs = [costs] if isinstance(costs, str) else list(costs)
-        rows = [r for r in self.select(self.resolve(**spec)) if all(c in r for c in costs)]
+        rows = self.select(self.resolve(**spec), full=True)
+        rows = [r for r in rows if all(c in r for c in costs)]
         if not rows:
             return []
         acc = np.array([r["accuracy"] for r in rows])
@@ -152,7 +165,7 @@ class SearchRun:
     @property
     def front(self) -> list[dict[str, Any]]:
         """The search's front: over its objectives (``nsga2``) or the primary cost, among the
-        rows meeting the search's constraints."""
+        fully evaluated rows meeting the search's constraints."""
         cfg = self.meta["config"]
         costs = cfg["objectives"] if cfg["algorithm"] == "nsga2" else [cfg["cost"]]
         rows = self.select(bounds_from_json(self.meta["constraints"]))
@@ -162,7 +175,8 @@ class SearchRun:
     @property
     def winners(self) -> list[dict[str, Any]]:
         """One entry per target (or one under the constraints when there are no targets): the
-        target, its bounds and the best row meeting them (``None`` if no scored row does)."""
+        target, its bounds and the best fully evaluated row meeting them (``None`` if none
+        does)."""
         targets = self.meta["targets"] or [{"target": None, "bounds": self.meta["constraints"]}]
         out = []
         for t in targets:
