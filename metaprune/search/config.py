@@ -93,8 +93,9 @@ class SearchConfig:
     seed: int = 0
     """Seed of the search's random numbers (a search is deterministic given it)."""
     constraints: dict[str, Any] = field(default_factory=dict)
-    """``{cost: bound or [lower, upper]}`` for cost in flops, params, latency; a number <= 1 is a
-    fraction of the max config, a larger number absolute; strings '50%', '300M', '0.8ms'."""
+    """``{cost: bound or [lower, upper]}`` for cost in flops, params, latency.  Fractions of the
+    max config: '50%' or '0.5x' (any cost), a bare number <= 1 (flops, params only); absolute:
+    '300M', '1.2G', 3e8 (flops, params), '2.5ms' (latency needs its unit)."""
     targets: list[Any] = field(default_factory=list)
     """Bounds on the primary ``cost`` (same rule; each may be a [lower, upper] pair): one winner
     per target, all from one PruningNet and one shared score cache."""

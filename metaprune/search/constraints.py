@@ -5,13 +5,18 @@ constraint and redraws it; for ResNet-50 the paper searched inside a band (1950-
 Here a constraint bounds any named cost (``flops``, ``params``, ``latency``) from above and
 optionally from below.
 
-The rule for a bound value, one for every cost:
+How a bound value is read (no form means two things):
 
-* a number ``0 < v <= 1`` is a *fraction of the maximum configuration's cost* (``0.5`` = half the
-  FLOPs of the unpruned network);
-* a number ``v > 1`` is an *absolute* value (MACs, parameters, milliseconds);
-* a string is explicit: ``"50%"`` is a fraction, ``"300M"``, ``"1.2G"``, ``"45k"`` are absolute
-  with an SI suffix, ``"0.8ms"`` is an absolute latency (the way to write absolute values <= 1).
+* ``"50%"`` and ``"0.5x"`` are a *fraction of the maximum configuration's cost*, for any cost;
+* ``"300M"``, ``"1.2G"``, ``"45k"`` (or a plain ``3e8``) are absolute FLOPs (MACs) or
+  parameters; ``"2.5ms"`` is an absolute latency;
+* a bare number ``0 < v <= 1`` is a fraction, a larger one absolute, for ``flops`` and
+  ``params`` only (``0.5`` = half the FLOPs of the unpruned network): no network has a single
+  MAC or parameter, so the reading is unambiguous;
+* a latency bound needs its unit (``"2.5ms"``) or an explicit fraction (``"50%"``, ``"0.5x"``):
+  a bare number could mean milliseconds or a fraction, and is a :class:`BoundSyntaxError`, as is
+  ``ms`` on FLOPs or parameters and an SI suffix on a latency;
+* a caller's own cost function (another name) reads a bare number as absolute.
 
 A constraint value is one bound (the upper one) or a pair ``[lower, upper]`` where either side
 may be null.  A constraint that no configuration can meet is reported before anything is scored,
@@ -35,7 +40,7 @@ CostFn = Callable[[Sequence[ChannelConfig]], np.ndarray]
 """Cost of each of a list of configs, as an array (FLOPs, params, latency ...)."""
 
 _SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|ms|[kKMGT])?\s*$")
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|x|ms|[kKMGT])?\s*$")
 
 
 class InfeasibleConstraintError(ValueError):
@@ -64,31 +69,56 @@ class Bound:
         return f"{self.cost} in [{lo}, {hi}]"
 
 
-def parse_value(value: Any, max_cost: float, what: str) -> float | None:
-    """Absolute value of one bound (see the module docstring for the rule); ``None`` stays."""
+COUNT_COSTS = ("flops", "params")
+"""Costs counted in units (MACs, parameters): SI suffixes, and a bare number <= 1 a fraction."""
+TIME_COSTS = ("latency",)
+"""Costs in milliseconds: an absolute bound needs ``ms``."""
+
+
+class BoundSyntaxError(ValueError):
+    """A bound value that cannot be read, or could be read two ways, for its cost."""
+
+
+def _forms(cost: str) -> str:
+    """The accepted forms of a bound on ``cost``, for error messages."""
+    if cost in TIME_COSTS:
+        return "'2.5ms' (absolute) or '50%' / '0.5x' (fraction of the max config)"
+    return "'50%' or '0.5x' (fraction of the max config), or 3e8, '300M', '1.2G' (absolute)" + (
+        "; a bare number <= 1 is a fraction" if cost in COUNT_COSTS else ""
+    )
+
+
+def parse_value(cost: str, value: Any, max_cost: float, what: str) -> float | None:
+    """Absolute value of one bound on ``cost`` (the forms: module docstring); ``None`` stays.
+
+    A bound of another cost than those named in :data:`COUNT_COSTS` / :data:`TIME_COSTS` (a
+    caller's own cost function) reads a bare number as absolute.  Bad input raises
+    :class:`BoundSyntaxError` naming the accepted forms."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"{what}: bound must be a number or a string like '50%', got {value!r}")
-    if isinstance(value, int | float):
-        v = float(value)
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{what}: bound must be positive and finite, got {value!r}")
-        return v * max_cost if v <= 1.0 else v
-    if isinstance(value, str):
-        m = _NUMBER.match(value)
-        if not m:
-            raise ValueError(
-                f"{what}: cannot parse bound {value!r}; use a fraction like 0.5 or '50%', or an "
-                "absolute value like 3e8, '300M', '0.8ms'"
-            )
+    if isinstance(value, str) and (m := _NUMBER.match(value)):
         v, unit = float(m.group(1)), m.group(2)
-        if v <= 0:
-            raise ValueError(f"{what}: bound must be positive, got {value!r}")
-        if unit == "%":
-            return v / 100.0 * max_cost
-        return v * _SI.get(unit, 1.0) if unit else (v * max_cost if v <= 1.0 else v)
-    raise ValueError(f"{what}: bound must be a number or a string, got {type(value).__name__}")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        v, unit = float(value), None
+    else:
+        raise BoundSyntaxError(f"{what}: cannot read bound {value!r}; use {_forms(cost)}")
+    if not math.isfinite(v) or v <= 0:
+        raise BoundSyntaxError(f"{what}: bound must be positive and finite, got {value!r}")
+    timed = cost in TIME_COSTS
+    if unit in ("%", "x"):
+        return v * max_cost / (100.0 if unit == "%" else 1.0)
+    if unit == "ms" and not timed:
+        raise BoundSyntaxError(f"{what}: 'ms' is a latency unit; use {_forms(cost)}")
+    if unit in _SI and timed:
+        raise BoundSyntaxError(f"{what}: {unit!r} is not a latency unit; use {_forms(cost)}")
+    if unit is None and timed:
+        raise BoundSyntaxError(
+            f"{what}: a bare number is ambiguous for {cost} (milliseconds or a fraction?); "
+            f"use {_forms(cost)}"
+        )
+    if unit is None:
+        return v * max_cost if cost in COUNT_COSTS and v <= 1.0 else v
+    return v * _SI[unit] if unit in _SI else v
 
 
 def parse_bound(cost: str, spec: Any, max_cost: float, what: str) -> Bound:
@@ -96,12 +126,12 @@ def parse_bound(cost: str, spec: Any, max_cost: float, what: str) -> Bound:
     if isinstance(spec, Sequence) and not isinstance(spec, str):
         if len(spec) != 2:
             raise ValueError(f"{what}: a range must be [lower, upper], got {list(spec)}")
-        lo = parse_value(spec[0], max_cost, what)
-        hi = parse_value(spec[1], max_cost, what)
+        lo = parse_value(cost, spec[0], max_cost, what)
+        hi = parse_value(cost, spec[1], max_cost, what)
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"{what}: lower bound {lo:.6g} exceeds upper bound {hi:.6g}")
         return Bound(cost, lo, hi)
-    return Bound(cost, None, parse_value(spec, max_cost, what))
+    return Bound(cost, None, parse_value(cost, spec, max_cost, what))
 
 
 class Constraints:
