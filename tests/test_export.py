@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -64,6 +65,10 @@ def test_export_writes_every_file_and_model_json(space, exported):
     assert all(f in readme for f in ("model.ts", "model.pt2", "model.onnx", "(N, 3, 12, 12)"))
     leftovers = [p for p in paths["json"].parent.iterdir() if p.name.startswith(".")]
     assert not leftovers  # no temporary files left behind
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {k: p.stat().st_mode & 0o777 for k, p in paths.items()}
+    assert modes == dict.fromkeys(paths, 0o666 & ~umask)  # readable as the umask allows
 
 
 def test_exported_programs_equal_pytorch(exported):

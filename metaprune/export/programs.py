@@ -17,12 +17,10 @@ interrupted export never leaves a half-written program.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from torch import nn
 from metaprune.cost import count_flops, count_params
 from metaprune.export.pruned_file import FORMAT, pruned_payload, unwrap
 from metaprune.io import (
+    atomic_path,
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
@@ -55,21 +54,6 @@ def _clean_copy(model: nn.Module, space: ChannelSpace, config: ChannelConfig) ->
     except RuntimeError as e:
         raise ValueError(f"model does not have the widths of {config}: {e}") from e
     return clean.float().eval()
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` if the body succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _batch_dim() -> torch.export.Dim:
@@ -96,7 +80,7 @@ def _save_onnx(
     model: nn.Module, x: torch.Tensor, path: Path, exporter: str, opset: int | None
 ) -> None:
     names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
-    with _atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path, suffix=path.suffix) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's notice
         if exporter == "torchscript":
             axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
