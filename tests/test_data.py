@@ -351,16 +351,34 @@ def test_cifar_jpeg_folder_directly_under_root_and_bad_jpeg(tmp_path):
         build_datasets({"name": "cifar10", "root": str(tmp_path)})
 
 
-def test_cifar_pickle_layout(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
+class _Touch:
+    """Unpickles into ``os.system("touch <path>")``: what a crafted batch file would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.path}",)
+
+
+def _write_cifar_pickles(folder: Path, dumps) -> None:
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {
+            b"batch_label": name.encode(),
             b"data": rng.integers(0, 256, (10, 3072)).astype(np.uint8),
             b"labels": list(range(10)),
+            b"filenames": [f"{i}.png".encode() for i in range(10)],
         }
-        (folder / name).write_bytes(pickle.dumps(batch))
+        (folder / name).write_bytes(dumps(batch))
+
+
+def test_cifar_pickle_layout(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar_pickles(folder, pickle.dumps)
     d = build_datasets({"name": "cifar10", "root": str(tmp_path)})
     assert (len(d.train), len(d.search), len(d.test)) == (45, 5, 10)
     assert d.input_shape == (3, 32, 32) and d.classes[0] == "airplane"
@@ -368,6 +386,34 @@ def test_cifar_pickle_layout(tmp_path):
     assert x.shape == (16, 3, 32, 32)
     (folder / "data_batch_3").write_bytes(b"\x80garbage")
     with pytest.raises(DataError, match="data_batch_3"):
+        build_datasets({"name": "cifar10", "root": str(tmp_path)})
+
+
+def test_cifar_batches_the_original_way_load(tmp_path):
+    # the original batches are Python 2 pickles (protocol 2) of numpy 1.x: numpy.core names
+    def py2_numpy1(batch) -> bytes:
+        return pickle.dumps(batch, protocol=2).replace(b"numpy._core.", b"numpy.core.")
+
+    _write_cifar_pickles(tmp_path / "cifar-10-batches-py", py2_numpy1)
+    raw = (tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes()
+    assert b"cnumpy.core.multiarray\n_reconstruct" in raw
+    d = build_datasets({"name": "cifar10", "root": str(tmp_path), "search_size": 0})
+    assert (len(d.train), len(d.test)) == (50, 10) and d.train.images.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_batch_that_runs_code_is_refused(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    _write_cifar_pickles(tmp_path / "cifar-10-batches-py", pickle.dumps)
+    evil = {b"data": _Touch(marker), b"labels": [0]}
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(pickle.dumps(evil, protocol=protocol))
+    with pytest.raises(cifar_module.UnsafePickleError, match=r"data_batch_2.*refusing global"):
+        build_datasets({"name": "cifar10", "root": str(tmp_path)})
+    assert not marker.exists()
+    # a codec other than latin1 through _codecs.encode is refused too
+    path.write_bytes(b"c_codecs\nencode\n(Vx\nVrot13\ntR.")
+    with pytest.raises(cifar_module.UnsafePickleError, match="rot13"):
         build_datasets({"name": "cifar10", "root": str(tmp_path)})
 
 

@@ -6,6 +6,10 @@ Layouts accepted under the root, tried in this order:
 * ``cifar10-jpeg/{train,test}/<class>/*.jpg`` (the JPEG q75 re-encoding shipped as a tarball);
 * ``{train,test}/<class>/*.jpg`` directly under the root.
 
+The pickle batches are read by a restricted unpickler that admits only what a CIFAR batch holds
+(dicts, lists, bytes, str, numbers and numpy uint8 arrays): a crafted batch file that names any
+other global (``os.system``, ...) raises :class:`UnsafePickleError` before anything runs.
+
 A JPEG folder is decoded once (``torchvision.io.decode_jpeg``, batched) and cached as a uint8
 tensor file ``<split>.uint8.pt`` beside the class folders, written atomically; later loads read
 the cache as long as the folder's file names, sizes and modification times are unchanged.
@@ -36,6 +40,50 @@ _EXTENSIONS = (".jpg", ".jpeg", ".JPG", ".JPEG")
 _CHUNK = 2048
 
 
+class UnsafePickleError(DataError):
+    """A pickle file that asks for a global a CIFAR batch never holds (it could run code)."""
+
+
+def _encode_latin1(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as numpy's protocol-2 array pickles use it, for Latin-1 only."""
+    if encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"_codecs.encode with encoding {encoding!r} (only latin1)")
+    return text.encode("latin1")
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The globals of a numpy array pickle: Python 2's original batches name
+    ``numpy.core.multiarray._reconstruct``; numpy 2 writes ``numpy._core``; protocol 5 uses
+    ``_frombuffer``.  Mapped to this numpy's objects, so no module is imported by name."""
+    probe = np.zeros(1, dtype=np.uint8)
+    reconstruct = probe.__reduce_ex__(2)[0]
+    frombuffer = probe.__reduce_ex__(5)[0]
+    out: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _encode_latin1,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        out[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        out[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return out
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` whose ``find_class`` admits only the globals of a numpy array."""
+
+    _ALLOWED = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"refusing global {module}.{name}: a CIFAR-10 batch holds only dicts, lists, "
+                "bytes, str, numbers and numpy arrays"
+            ) from None
+
+
 def find_layout(root: Path) -> tuple[str, Path] | None:
     """("pickle" | "jpeg", folder) for the first layout found under ``root``."""
     if (root / "cifar-10-batches-py" / "test_batch").is_file():
@@ -62,7 +110,9 @@ def load_cifar10(root: Path, split: str) -> TensorImages:
 def _unpickle(path: Path) -> dict:
     try:
         with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"CIFAR-10 batch {path} is not a plain data file: {e}") from None
     except Exception as e:  # pickle raises many types on a truncated or foreign file
         raise DataError(f"cannot read CIFAR-10 batch {path}: {e}") from e
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
