@@ -1,0 +1,91 @@
+"""The proxy scorer's inputs and footprint: recalibration batches (clean or augmented, always
+class-mixed), image feeds (resident or streamed from host memory), no side effects on the
+caller's PruningNet, and the public names a notebook needs."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from metaprune.data import TensorImages, make_loader
+from metaprune.data.feed import ImageFeed
+from metaprune.data.images import DataError
+from metaprune.data.recalib import recalibration_batches
+
+
+def sorted_images(n: int = 96, classes: int = 4, size: int = 8, seed: int = 0) -> TensorImages:
+    """A training split stored class by class (as CIFAR-10's and Fashion-MNIST's are)."""
+    g = torch.Generator().manual_seed(seed)
+    return TensorImages(
+        images=torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+        labels=torch.arange(n) * classes // n,
+        classes=[f"c{i}" for i in range(classes)],
+        mean=(0.5, 0.4, 0.3),
+        std=(0.2, 0.25, 0.3),
+        pad=2,
+    )
+
+
+# -- recalibration batches ------------------------------------------------------------------------
+def test_augmented_recalibration_is_the_training_loaders_first_batches():
+    ds = sorted_images()
+    feed = recalibration_batches(ds, 3, 16, augment=True, seed=5)
+    loader = make_loader(ds, 16, train=True, seed=5)
+    assert len(feed) == 3
+    for (x, y), (lx, ly) in zip(feed, itertools.islice(loader, 3), strict=True):
+        assert torch.equal(x, lx) and torch.equal(y, ly)
+
+
+def test_clean_recalibration_is_a_shuffled_class_mixed_draw():
+    ds = sorted_images()
+    clean = recalibration_batches(ds, 3, 16, augment=False, seed=5)
+    augmented = recalibration_batches(ds, 3, 16, augment=True, seed=5)
+    (x, y), (xa, ya) = next(iter(clean)), next(iter(augmented))
+    assert len(torch.unique(y)) >= 3  # the unshuffled first 16 images are all of class 0
+    assert torch.equal(y, ya) and not torch.equal(x, xa)  # same images, not augmented
+    plain = make_loader(ds, len(ds), train=False)  # normalised, in storage order
+    xs, ys = next(iter(plain))
+    order = make_loader(ds, 16, train=True, seed=5).indices()[:16]
+    assert torch.equal(x, xs[order]) and torch.equal(y, ys[order])
+    # a data set with augmentation off is never augmented
+    off = recalibration_batches(TensorImages(**{**vars(ds), "augment": False}), 3, 16, seed=5)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(off, clean, strict=True))
+
+
+def test_recalibration_needs_enough_images():
+    with pytest.raises(DataError, match="need 128 images; the split has 96"):
+        recalibration_batches(sorted_images(), 8, 16)
+    with pytest.raises(DataError, match="batches >= 1"):
+        recalibration_batches(sorted_images(), 0, 16)
+
+
+# -- image feeds ----------------------------------------------------------------------------------
+def test_feed_resident_and_streamed_serve_the_same_batches():
+    ds = sorted_images()
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
+    kw = {"channels_last": True, "augment": False}
+    resident = ImageFeed.from_dataset(ds, idx, 20, resident=True, **kw)
+    streamed = ImageFeed.from_dataset(ds, idx, 20, resident=False, **kw)
+    assert streamed._host.dtype == torch.uint8 and streamed._dev is None
+    assert resident._host is None and resident._dev.dtype == torch.float32
+    assert len(resident) == len(streamed) == 5 and resident.num_images == 96
+    for (a, ya), (b, yb) in zip(resident, streamed, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+        assert b.is_contiguous(memory_format=torch.channels_last)
+    for feed in (resident, streamed):
+        sizes = [len(y) for _, y in feed.between(10, 55, 16)]
+        assert sizes == [16, 16, 13]
+        assert [len(y) for _, y in feed[3:]] == [20, 16]
+    with pytest.raises(DataError, match="outside"):
+        next(resident.between(0, 97, 8))
+
+
+def test_feed_of_batches_keeps_their_sizes():
+    xs = [torch.randn(5, 3, 4, 4), torch.randn(3, 3, 4, 4)]
+    feed = ImageFeed.from_batches([(x, None) for x in xs])
+    assert [x.shape[0] for x, _ in feed] == [5, 3]
+    assert all(torch.equal(a, b) and y is None for (a, y), b in zip(feed, xs, strict=True))
+    with pytest.raises(DataError, match="uint8"):
+        ImageFeed(xs[0], batch_size=2, mean=(0.5,) * 3, std=(0.2,) * 3)
