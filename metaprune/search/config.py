@@ -25,6 +25,14 @@ class ScorerConfig:
     """Training batches cached once and reused to recalibrate BN statistics of every candidate."""
     recalib_batch_size: int = 64
     """Images per recalibration batch."""
+    recalib_augment: bool = True
+    """Recalibrate on augmented training batches (the paper's training batches) or on clean
+    ones (like the images candidates are scored on); either way a shuffled, class-mixed draw
+    (``metaprune.data.recalib``)."""
+    resident_mb: float = 1024.0
+    """Device memory (MiB, as float32) up to which the search split and the recalibration
+    images stay on the device; larger sets (ImageNet size) are streamed batch by batch from host
+    memory in their stored dtype (``metaprune.data.feed``).  Scores are the same either way."""
     eval_batch_size: int | None = None
     """Images per forward pass when scoring on the search split (inference mode); null = 1024
     on CUDA, 256 on CPU (larger batches fall out of the CPU caches)."""
@@ -138,6 +146,8 @@ class SearchConfig:
         if bad or not self.objectives:
             raise ValueError(f"search.objectives={self.objectives}; choose among {COSTS}")
         s = self.scorer
+        if s.resident_mb < 0:
+            raise ValueError(f"search.scorer.resident_mb must be >= 0, got {s.resident_mb}")
         for name in ("racing_slice", "racing_recalib"):
             if not 0.0 < getattr(s, name) <= 1.0:
                 raise ValueError(f"search.scorer.{name} must be in (0, 1], got {getattr(s, name)}")
