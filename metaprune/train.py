@@ -16,7 +16,6 @@ returns its metrics without training.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 from collections.abc import Iterable
@@ -42,7 +41,13 @@ from metaprune.engine import (
 )
 from metaprune.engine.checkpoint import FORMAT as TRAIN_STATE_FORMAT
 from metaprune.engine.trainer import StepFn, train_loader
-from metaprune.io import CheckpointError, atomic_torch_save, atomic_write_json, safe_torch_load
+from metaprune.io import (
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_json,
+    read_json,
+    safe_torch_load,
+)
 from metaprune.models import build_pruned, create_space
 from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
 from metaprune.space import ChannelConfig, ChannelSpace
@@ -97,7 +102,7 @@ def _finished(out_dir: Path, fingerprint: str, epochs: int) -> dict[str, Any] | 
     path = out_dir / METRICS_FILE
     if not (path.is_file() and (out_dir / PRUNINGNET_FILE).is_file()):
         return None
-    metrics = json.loads(path.read_text())
+    metrics = read_json(path)
     require_fingerprint(path, metrics.get("fingerprint"), fingerprint)
     return metrics if metrics.get("epochs", 0) >= epochs else None
 

@@ -116,3 +116,18 @@ def test_stale_lock_of_a_dead_pid_is_taken_over(tmp_path: Path) -> None:
     with run_lock(tmp_path, "retrain") as lock:
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("stage", ["train", "retrain"])
+def test_a_corrupt_stage_result_names_the_file(tmp_path: Path, stage: str) -> None:
+    from metaprune.retrain import retrain
+    from metaprune.schema import load_config
+    from metaprune.train import train
+
+    cfg = load_config(["experiment=tiny", "retrain.uniform=0.5"])
+    if stage == "train":
+        (tmp_path / "pruningnet.pt").write_bytes(b"")
+    bad = tmp_path / ("metrics.json" if stage == "train" else "result.json")
+    bad.write_text('{"fingerprint": ')
+    with pytest.raises(CheckpointError, match=f"{bad} is corrupt"):
+        (train if stage == "train" else retrain)(cfg, tmp_path)

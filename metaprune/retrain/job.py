@@ -49,7 +49,7 @@ from metaprune.engine import (
 )
 from metaprune.engine.trainer import train_loader
 from metaprune.export import ExportMismatchError, check_exports, export_model
-from metaprune.io import atomic_write_json
+from metaprune.io import atomic_write_json, read_json
 from metaprune.models import build_pruned
 from metaprune.retrain.config import RetrainConfig
 from metaprune.retrain.distill import kd_step, load_teacher
@@ -113,7 +113,7 @@ def _finished(out_dir: Path, fingerprint: str, epochs: int) -> dict[str, Any] | 
     path = out_dir / RESULT_FILE
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
+    result = read_json(path)
     require_fingerprint(path, result.get("fingerprint"), fingerprint)
     return result if result.get("epochs", 0) >= epochs else None
 
@@ -174,7 +174,7 @@ def retrain(
     if rt.is_main:
         _report(trainer, fit, data, space, config, rcfg, fingerprint, out_dir)
     rt.barrier()
-    return json.loads((out_dir / RESULT_FILE).read_text())
+    return read_json(out_dir / RESULT_FILE)
 
 
 def _report(

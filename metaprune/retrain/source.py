@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from metaprune.io import read_json
 from metaprune.retrain.config import RetrainConfig
 from metaprune.space import ChannelConfig, ChannelSpace
 
@@ -43,12 +44,7 @@ def _source(cfg: RetrainConfig) -> str:
 
 def _config_from_file(path: str | os.PathLike, space: ChannelSpace) -> ChannelConfig:
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"retrain.config: {p} does not exist")
-    try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"retrain.config: {p} is not valid JSON: {e}") from e
+    data = read_json(p, "retrain.config:")
     if isinstance(data, dict) and "genes" not in data and isinstance(data.get("config"), dict):
         data = data["config"]  # a winners.json entry or an export's model.json
     if not isinstance(data, dict):

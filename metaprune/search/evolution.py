@@ -38,11 +38,11 @@ from deap import base, creator, tools
 from deap.tools.emo import assignCrowdingDist
 
 from metaprune.cost import cost_model
-from metaprune.io import CheckpointError, atomic_write_text
+from metaprune.io import CheckpointError, atomic_write_text, read_json
 from metaprune.search.config import SearchConfig, config_diff
 from metaprune.search.constraints import Bound, Constraints, CostFn, InfeasibleConstraintError
 from metaprune.search.pareto import pareto_mask
-from metaprune.search.results import SearchRun, read_json, write_results
+from metaprune.search.results import SearchRun, write_results
 from metaprune.search.scoring.protocol import Scorer
 from metaprune.search.scoring.racing import Rivalry
 from metaprune.space import ChannelConfig, ChannelSpace

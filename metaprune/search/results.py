@@ -29,24 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from metaprune.io import CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from metaprune.io import (
+    CheckpointError,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
 from metaprune.search.constraints import Bound, parse_bound
 from metaprune.search.pareto import pareto_mask
 from metaprune.space import ChannelConfig, ChannelSpace
 
 TABLE_JSONL, TABLE_CSV, META = "scored.jsonl", "scored.csv", "search.json"
 WINNERS, PARETO, BASELINES, PLOT = "winners.json", "pareto.json", "baselines.json", "pareto.png"
-
-
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing or corrupt file raises :class:`CheckpointError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt: {e}") from e
 
 
 def bounds_from_json(specs: Sequence[Mapping[str, Any]]) -> list[Bound]:

@@ -16,7 +16,6 @@ interpolation).  A table measured on another device, runtime, batch size or spac
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from metaprune.cost.latency.timing import (
     time_runners,
     torch_threads,
 )
-from metaprune.io import atomic_write_json
+from metaprune.io import atomic_write_json, read_json
 from metaprune.models.pruned import conv_bn
 from metaprune.models.registry import build_pruned
 from metaprune.space import ChannelConfig, ChannelSpace
@@ -232,14 +231,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"latency table {p} does not exist")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise LatencyTableError(f"latency table {p} is not valid JSON: {e}") from e
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "latency table", LatencyTableError))
 
     # -- identity checks --------------------------------------------------------------------
     def check(
