@@ -354,3 +354,31 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     for k, v in single.state_dict().items():
         assert torch.equal(r0[k], r1[k])
         torch.testing.assert_close(r0[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_converts_conv_weights_only(tmp_path):
+    """channels_last: the plain convs' weights and the activations go channels-last; the
+    PruningNet's 4-d meta block weights (generators, not convs) keep their layout."""
+    from metaprune import create_space
+    from metaprune.pruningnet import create_pruningnet
+
+    rt = Runtime.setup("cpu", amp="off", channels_last=True)
+    space = create_space("mobilenet_v2", stem="cifar", width_mult=0.125, input_size=8)
+    pnet = create_pruningnet(space, hidden=4)
+    x, y = data(16)
+    seen = []
+
+    def step(model, x, y, rng, loss_fn):
+        seen.append(x.is_contiguous(memory_format=torch.channels_last))
+        return loss_fn(model(x, space.max()), y)
+
+    cfg = TrainConfig(epochs=1, batch_size=16, log_every=1)
+    loader = TensorLoader(x.repeat(1, 3, 1, 1), y, 16)  # 3 channels: the format is not vacuous
+    Trainer(pnet, loader, tmp_path / "p", train=cfg, runtime=rt, step_fn=step).fit()
+    assert seen == [True]
+    meta = [m.weight for m in pnet.meta.values()]
+    assert meta and all(w.dim() == 4 and w.is_contiguous() for w in meta)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    Trainer(net, loader, tmp_path / "n", train=cfg, runtime=rt)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not net[0].weight.is_contiguous()

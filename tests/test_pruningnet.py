@@ -174,3 +174,43 @@ def test_cropped_generate_gradients(crop: tuple[int, int]) -> None:
     bias = torch.randn(4, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
     h = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(CroppedGenerate.apply, (weight, bias, h, *crop))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_threads_running_different_configs_match_sequential(training: bool, tiny_space) -> None:
+    """Two threads call one PruningNet with different configs at the same time (released by a
+    barrier every iteration): each gets exactly its sequential result, so no call leaks a
+    config into shared modules (depthwise groups, channel counts, the BN mode)."""
+    import threading
+
+    space = tiny_space("mobilenet_v2")
+    pnet = create_pruningnet(space).train(training)
+    randomise_state(pnet)
+    configs = [space.max(), space.min()]
+    x = batch(space, 4)
+    with torch.no_grad():
+        expected = [pnet(x, c) for c in configs]
+    rounds, barrier = 40, threading.Barrier(len(configs))
+    results: list[list[torch.Tensor]] = [[] for _ in configs]
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            for _ in range(rounds):
+                barrier.wait()
+                with torch.no_grad():
+                    results[k].append(pnet(x, configs[k]))
+        except BaseException as e:  # a thread's error must fail the test, not vanish
+            barrier.abort()
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(configs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for k, outs in enumerate(results):
+        assert len(outs) == rounds
+        for out in outs:
+            assert torch.equal(out, expected[k]), (k, training)

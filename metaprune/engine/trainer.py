@@ -109,6 +109,19 @@ def train_loader(dataset: Any, cfg: TrainConfig, rt: Runtime) -> Loader:
     )
 
 
+def conv_weights_channels_last(model: nn.Module) -> nn.Module:
+    """Store the weights of ``model``'s 2-d convs channels-last, and nothing else.
+
+    ``Module.to(memory_format=...)`` converts every 4-d tensor, which in a PruningNet includes the
+    meta blocks' ``(Cout, Cin, k*k, hidden)`` generator weights: their cropped slices would then be
+    read with a scattered stride.  Activations are made channels-last by the loader and the step.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+    return model
+
+
 def supervised_step(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, loss_fn: LossFn
 ) -> torch.Tensor:
@@ -174,8 +187,9 @@ class Trainer:
         self.steps_per_epoch = min(n, cfg.max_steps_per_epoch or n)
         self.total_steps = cfg.epochs * self.steps_per_epoch
 
-        fmt = torch.channels_last if rt.channels_last else torch.preserve_format
-        self.module = model.to(rt.device, memory_format=fmt)
+        self.module = model.to(rt.device)
+        if rt.channels_last:
+            conv_weights_channels_last(self.module)
         self.optimizer = build_optimizer(self.module, self.optim_cfg)
         self.scheduler = build_scheduler(
             self.optimizer, self.sched_cfg, self.total_steps, self.steps_per_epoch

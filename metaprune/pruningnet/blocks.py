@@ -114,6 +114,9 @@ class ChoiceBN(nn.Module):
     train-mode forward through those views updates exactly that choice's row.
     """
 
+    NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    """The keys of :meth:`tensors`, in ``nn.BatchNorm2d``'s state-dict order."""
+
     def __init__(self, num_choices: int, max_channels: int, affine: bool) -> None:
         super().__init__()
         self.affine = affine

@@ -15,29 +15,31 @@ keeps one BN per distinct width of its gene (:class:`~metaprune.pruningnet.block
 selected by the width's index in ``Gene.unique_widths``, so configs with equal widths are the same
 network), non-affine by default as in the official code.
 
-There is one forward definition: :meth:`PruningNet.forward` runs the family's plain
-:class:`~metaprune.models.pruned.PrunedNet` (one skeleton on the meta device, shared by all configs)
-through ``torch.func.functional_call`` with the generated tensors.  :meth:`PruningNet.generate`
-returns those same tensors as a state dict that ``build_pruned(space, config)`` loads strictly.
-The config is always an argument; no module holds an "active" sub-network (the private skeleton's
-depthwise ``groups`` are set from the argument at each call, see :meth:`PruningNet._skeleton`).
+The forward is stateless: :meth:`PruningNet.forward` walks the family's architecture
+description (:class:`~metaprune.arch.Arch`, the one :class:`~metaprune.models.pruned.PrunedNet`
+is built from) with functional ops (``F.conv2d`` with the generated weight and the call's own
+stride, padding and groups; ``F.batch_norm`` on the chosen BN row), so no call writes to a shared
+module and two threads running different configs at once cannot see each other's
+network.  Only the chosen BN rows' running statistics change, in training mode, as in any BN.
+:meth:`PruningNet.generate` returns the same tensors as a state dict that
+``build_pruned(space, config)`` loads strictly; tests check that both give the same outputs.
+The config is always an argument; no module holds an "active" sub-network.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
-from metaprune.arch import Dim, resolve
-from metaprune.models.pruned import PrunedNet
+from metaprune.arch import Conv, Dim, resolve
 from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
 from metaprune.space import ChannelConfig, ChannelSpace
 
 ENCODINGS = ("layer", "global")
+BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults, which PrunedNet uses
 
 
 @dataclass
@@ -123,42 +125,62 @@ class PruningNet(nn.Module):
         out["classifier.bias"] = self.classifier.bias
         return out
 
-    @cached_property
-    def _template(self) -> PrunedNet:
-        # a cached_property lives in the instance __dict__: not registered as a submodule
-        with torch.device("meta"):
-            return PrunedNet(self.space.arch, self._max, init=False)
+    def _conv_bn(
+        self,
+        x: torch.Tensor,
+        name: str,
+        conv: Conv,
+        tensors: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """One conv -> BN (-> activation) unit of :func:`~metaprune.models.pruned.conv_bn`."""
+        w = tensors[f"{name}.0.weight"]  # (cout, cin / groups, k, k)
+        groups = w.shape[0] if conv.depthwise else 1
+        x = F.conv2d(x, w, None, conv.stride, conv.kernel // 2, 1, groups)
+        bn = {k: tensors[f"{name}.1.{k}"] for k in ChoiceBN.NAMES}
+        if self.training:
+            bn["num_batches_tracked"].add_(1)
+        x = F.batch_norm(
+            x,
+            bn["running_mean"],
+            bn["running_var"],
+            bn["weight"],
+            bn["bias"],
+            self.training,
+            BN_MOMENTUM,
+            BN_EPS,
+        )
+        return self._act(x) if conv.act else x
 
-    def _skeleton(self, widths: dict[str, int]) -> PrunedNet:
-        """The family's plain network on the meta device (no storage), set up for ``widths``.
-
-        One skeleton serves every config: its forward reads all tensors from the arguments of
-        ``functional_call`` except the ``groups`` of depthwise convs, which are set from
-        ``widths`` here, right before each call (building a skeleton per config cost more than a
-        small training step).  The skeleton is private and not a submodule.
-        """
-        net = self._template
-        for ly in self._convs:
-            if ly.depthwise:
-                conv = net.get_submodule(f"{ly.name}.0")
-                conv.groups = conv.in_channels = conv.out_channels = resolve(ly.cin, widths)
-        return net
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(x, inplace=True) if self.space.arch.act == "relu6" else F.relu(x, True)
 
     def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
-        """Logits of the network of ``config`` with generated weights.
+        """Logits of the network of ``config`` with generated weights (``PrunedNet``'s forward,
+        written with functional ops on tensors local to this call).
 
         In training mode the batch statistics update the running statistics of the chosen BN
         rows only.
         """
-        widths = self.space.widths(config)
-        net = self._skeleton(widths).train(self.training)
-        return functional_call(net, self._tensors(widths), (x,), strict=True, tie_weights=False)
+        t = self._tensors(self.space.widths(config))
+        for i, block in enumerate(self.space.arch.blocks):
+            inp = x
+            for j, conv in enumerate(block.body):
+                x = self._conv_bn(x, f"features.{i}.body.{j}", conv, t)
+            if block.residual:
+                sc = block.shortcut
+                x += inp if sc is None else self._conv_bn(inp, f"features.{i}.shortcut", sc, t)
+            if block.post_act:
+                x = self._act(x)
+            if block.maxpool:
+                x = F.max_pool2d(x, 3, 2, 1)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (N, C)
+        return F.linear(x, t["classifier.weight"], t["classifier.bias"])
 
     @torch.no_grad()
     def generate(self, config: ChannelConfig) -> dict[str, torch.Tensor]:
         """A state dict (detached copies) that ``build_pruned(space, config)`` loads strictly."""
         tensors = self._tensors(self.space.widths(config))
-        return {k: tensors[k].detach().clone() for k in self._template.state_dict()}
+        return {k: v.detach().clone() for k, v in tensors.items()}
 
     def extra_repr(self) -> str:
         return f"space={self.space.family}, {self.config}"
