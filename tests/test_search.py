@@ -44,6 +44,7 @@ class Analytic:
     how often each network is scored; ``fail_at`` raises on that call to simulate a kill."""
 
     def __init__(self, space, fail_at: int | None = None) -> None:
+        self.space = space
         self.w = np.linspace(2.0, 0.5, len(space.genes))
         self.counts: Counter = Counter()
         self.calls = 0
@@ -207,6 +208,49 @@ def test_nsga2_front_non_dominated_with_extremes(space, tmp_path):
                 and f["params"] <= r["params"]
                 for f in front
             )
+
+
+class Racing(Analytic):
+    """An analytic scorer that keeps a racing history as the proxy scorer does: told its
+    rivalry by the search, it evaluates every cost of the rivalry on its history."""
+
+    def set_rivalry(self, rivalry):
+        from metaprune.search.scoring.racing import RaceHistory
+
+        self.history = RaceHistory(self.space, 1, rivalry)
+
+    def score(self, configs):
+        out = super().score(configs)
+        self.history.add(configs, out, [np.ones(1, dtype=bool)] * len(configs))
+        return out
+
+
+def test_latency_search_end_to_end(tmp_path):
+    """A latency table built here, loaded as ``search`` loads it, and an NSGA-II search over
+    accuracy x latency x FLOPs under a latency target in milliseconds (the crash at start-up:
+    the racing rivalry priced an empty history with the latency model)."""
+    from metaprune.cost.latency import build_latency_table, load_latency_model
+
+    sp = create_space("resnet20", choices=[0.25, 0.5, 0.75, 1.0], width_mult=0.25, input_size=8)
+    table = build_latency_table(sp, n_fit=3, warmup=1, repeats=2, rounds=1)
+    # timings of 8x8 layers are noise on a busy CPU: entries that grow with the widths instead
+    table.entries = {k: 0.01 * k.cin * k.cout for k in table.entries}
+    table.fit = {**table.fit, "mode": "sum", "overhead_ms": 0.2}
+    table.save(tmp_path / "lat.json")
+    latency = load_latency_model(tmp_path / "lat.json", sp)
+    lo, hi = (float(v) for v in latency.predict_many([sp.min(), sp.max()]))
+    target = f"{(lo + hi) / 2:.6f}ms"
+    costs = default_costs(sp, latency)
+    scorer = Racing(sp)
+    kw = {"algorithm": "nsga2", "objectives": ["latency", "flops"], "cost": "latency"}
+    run = run_search(sp, scorer, costs, cfg(**kw, targets=[target]), tmp_path / "run")
+    assert len(scorer.history) == len(run.table())  # the rivalry priced every candidate
+    (w,) = run.winners
+    assert w["best"]["latency"] <= (lo + hi) / 2 + 1e-9
+    assert {"latency", "flops"} <= set(run.front[0])
+    assert load_search(tmp_path / "run").winners == run.winners
+    with pytest.raises(ValueError, match="ambiguous"):
+        run_search(sp, scorer, costs, cfg(**kw, targets=[1]), tmp_path / "bare")
 
 
 def test_pareto_mask_brute_force():

@@ -43,6 +43,16 @@ _SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|x|ms|[kKMGT])?\s*$")
 
 
+def cost_values(
+    costs: Mapping[str, CostFn], configs: Sequence[ChannelConfig]
+) -> dict[str, np.ndarray]:
+    """Every cost of every config: name -> float array.  No cost function is asked about an
+    empty list (a latency model cannot shape one); its arrays are empty."""
+    if not configs:
+        return {name: np.zeros(0) for name in costs}
+    return {name: np.asarray(fn(configs), dtype=np.float64) for name, fn in costs.items()}
+
+
 class InfeasibleConstraintError(ValueError):
     """A constraint (or target) that no configuration of the space can meet."""
 
@@ -182,8 +192,8 @@ class Constraints:
             )
 
     def evaluate(self, configs: Sequence[ChannelConfig]) -> dict[str, np.ndarray]:
-        """Every cost of every config: name -> array."""
-        return {name: np.asarray(fn(configs), dtype=np.float64) for name, fn in self.costs.items()}
+        """Every cost of every config: name -> array (:func:`cost_values`)."""
+        return cost_values(self.costs, configs)
 
     @staticmethod
     def satisfied(values: Mapping[str, np.ndarray], bounds: Sequence[Bound]) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from metaprune.search.constraints import Bound, Constraints, CostFn
+from metaprune.search.constraints import Bound, Constraints, CostFn, cost_values
 from metaprune.space import ChannelConfig, ChannelSpace
 
 MIN_FIT = 5
@@ -75,8 +75,8 @@ class Rivalry:
             raise ValueError(f"racing rivalry needs costs {missing}; have {sorted(self.costs)}")
 
     def values(self, configs: Sequence[ChannelConfig]) -> dict[str, np.ndarray]:
-        """Every cost of every config: name -> float array."""
-        return {n: np.asarray(f(configs), dtype=np.float64) for n, f in self.costs.items()}
+        """Every cost of every config: name -> float array (empty arrays for no configs)."""
+        return cost_values(self.costs, configs)
 
     def rival_masks(
         self, candidate: Mapping[str, float], pool: Mapping[str, np.ndarray], n: int
