@@ -3,12 +3,15 @@
 ``metaprune <command> [key=value ...]`` composes ``conf/config.yaml`` with the overrides (e.g.
 ``experiment=quickstart search.targets=[0.25,0.5]``); every command reads and writes the run
 directory ``outputs/<run_name>`` (``train/``, ``search/``, ``retrain/<label>/``), so the commands
-chain and a killed one resumes where it stopped.  ``metaprune latency build|validate`` measures
+chain and a killed one resumes where it stopped.  A command holds the lock of its run directory
+while it works (:func:`metaprune.io.run_lock`): a second one into the same directory fails at
+once, naming the first one's pid and host.  ``metaprune latency build|validate`` measures
 latency tables (plain argparse, see ``metaprune latency --help``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from metaprune.config import use_supernet
+from metaprune.io import run_lock
 from metaprune.schema import CONF_DIR, register_configs
 
 USAGE = """usage: metaprune {train,search,retrain,pipeline} [key=value ...]
@@ -66,6 +70,19 @@ _COMMANDS: dict[str, Callable[[DictConfig], None]] = {
 }
 
 
+def _started(cmd: str) -> Callable[[DictConfig], None]:
+    """Command ``cmd`` holding the lock of its run directory (rank 0 of a ``torchrun`` job
+    takes it for all ranks), so a second job into the same directory fails at once."""
+
+    def run(cfg: DictConfig) -> None:
+        if int(os.environ.get("RANK", "0")) != 0:
+            return _COMMANDS[cmd](cfg)
+        with run_lock(cfg.run_dir, f"metaprune {cmd}"):
+            _COMMANDS[cmd](cfg)
+
+    return run
+
+
 def _hydra_app(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
     return hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(fn)
 
@@ -101,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     register_configs()
     sys.argv = [f"metaprune {cmd}", *rest]
-    _hydra_app(_COMMANDS[cmd])()
+    _hydra_app(_started(cmd))()
 
 
 if __name__ == "__main__":
