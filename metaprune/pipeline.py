@@ -18,27 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from metaprune.config import use_supernet
 from metaprune.io import atomic_write_json, atomic_write_text
-from metaprune.search.constraints import Bound
-from metaprune.search.evolution import default_costs
-from metaprune.space import ChannelConfig, ChannelSpace
+from metaprune.search.baseline import uniform_baseline
 
 log = logging.getLogger(__name__)
 
 SUMMARY_MD, SUMMARY_JSON = "summary.md", "summary.json"
-
-
-def uniform_baseline(space: ChannelSpace, bounds: list[Bound]) -> ChannelConfig | None:
-    """The widest uniform-width config meeting ``bounds`` (the same budget as a winner), or
-    ``None`` if no uniform config does (or a bound needs a cost this space cannot compute)."""
-    costs = default_costs(space)
-    if any(b.cost not in costs for b in bounds):
-        return None
-    configs = [space.config([i] * len(space.genes)) for i in range(len(space.ratios))]
-    ok = [True] * len(configs)
-    for b in bounds:
-        ok = [o and bool(m) for o, m in zip(ok, b.mask(costs[b.cost](configs)), strict=True)]
-    fits = [c for c, o in zip(configs, ok, strict=True) if o]
-    return fits[-1] if fits else None
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -80,7 +64,6 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
     """Run every stage of ``cfg`` in ``run_dir`` and write ``summary.md`` / ``summary.json``."""
     from metaprune.retrain import retrain
     from metaprune.search import search
-    from metaprune.search.results import bounds_from_json
     from metaprune.train import train
 
     run_dir = Path(run_dir)
@@ -117,11 +100,7 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
             res = retrain(cfg, run_dir / "retrain" / label, run.config(best))
             row.update(latency_ms=res["latency_ms"], test_accuracy=res["test_accuracy"])
             row["export"] = str(Path("retrain") / label / res["export"]["dir"])
-        base = (
-            uniform_baseline(space, bounds_from_json(w["bounds"]))
-            if pcfg.get("baselines", True)
-            else None
-        )
+        base = uniform_baseline(space, w["bounds"]) if pcfg.get("baselines", True) else None
         if base is not None:
             ratio = space.ratios[base.indices[0]]
             blabel = f"uniform{ratio:g}"

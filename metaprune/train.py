@@ -79,8 +79,7 @@ def pruningnet_step(sampler: ConfigSampler) -> StepFn:
 def reference_configs(space: ChannelSpace) -> dict[str, ChannelConfig]:
     """The configs validated each epoch: ``max``, ``min`` and ``uniform0.5`` (every gene at the
     choice nearest to 0.5)."""
-    mid = min(space.ratios, key=lambda r: abs(r - 0.5))
-    return {"max": space.max(), "min": space.min(), "uniform0.5": space.uniform(mid)}
+    return {"max": space.max(), "min": space.min(), "uniform0.5": space.uniform(0.5, nearest=True)}
 
 
 def score_config(

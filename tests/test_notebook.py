@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import WidthScorer
 
-from metaprune import create_space, run_search
+from metaprune import create_space, load_search, run_search
 from metaprune.search import SearchConfig, default_costs
 
 nbformat = pytest.importorskip("nbformat")
@@ -41,5 +41,15 @@ def test_pareto_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     )
     assert "configs on the front" in text
     assert "no latency front" in text
-    for target in ("0.3", "0.6"):
-        assert target in text
+    # each winner's line names the widest scored uniform baseline within its FLOPs bounds
+    run = load_search(run_dir)
+    lines = {ln.split()[0]: ln for ln in text.splitlines() if "|" in ln}
+    for w in run.winners:
+        (b,) = [b for b in w["bounds"] if b["cost"] == "flops"]
+        fits = [
+            u["ratio"]
+            for u in run.baselines
+            if (b["lower"] or 0) <= u["flops"] <= (b["upper"] or float("inf"))
+        ]
+        assert fits, "the test's targets should each have a uniform baseline"
+        assert lines[str(w["target"])].split("|")[1].split()[0] == f"{max(fits):g}"

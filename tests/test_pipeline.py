@@ -16,10 +16,10 @@ from metaprune import create_space
 from metaprune.config import build_space
 from metaprune.cost import cost_model
 from metaprune.io import CheckpointError
-from metaprune.pipeline import pipeline, uniform_baseline
+from metaprune.pipeline import pipeline
 from metaprune.retrain import RetrainConfig
 from metaprune.schema import CONF_DIR, load_config
-from metaprune.search import SearchConfig
+from metaprune.search import SearchConfig, uniform_baseline
 from metaprune.search.constraints import Bound, parse_bound
 
 
@@ -69,6 +69,14 @@ def test_uniform_baseline_is_widest_within_budget() -> None:
     nxt = space.config([base.indices[0] + 1] * len(space.genes))
     assert cm.flops(nxt) > half
     assert uniform_baseline(space, [Bound("flops", None, 1.0)]) is None
+    # a winner's bounds as JSON, a lower bound, other candidate ratios, an unknown cost
+    band = [{"cost": "flops", "lower": 0.3 * half, "upper": half}]
+    assert uniform_baseline(space, band) == base
+    assert uniform_baseline(space, [Bound("flops", cm.flops(nxt), None)]) == space.max()
+    assert uniform_baseline(space, [Bound("flops", 0.9 * half, half)], ratios=[0.25, 1.0]) is None
+    quarter = space.uniform(0.25, nearest=True)
+    assert uniform_baseline(space, [Bound("flops", None, half)], ratios=[0.25, 1.0]) == quarter
+    assert uniform_baseline(space, [Bound("latency", None, 5.0)]) is None
 
 
 def test_config_typos_fail_at_composition() -> None:

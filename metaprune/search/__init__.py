@@ -6,6 +6,7 @@
 """
 
 from metaprune.search.api import search
+from metaprune.search.baseline import uniform_baseline
 from metaprune.search.config import ScorerConfig, SearchConfig
 from metaprune.search.constraints import Bound, Constraints, InfeasibleConstraintError
 from metaprune.search.evolution import default_costs, run_search
@@ -29,4 +30,5 @@ __all__ = [
     "pareto_mask",
     "run_search",
     "search",
+    "uniform_baseline",
 ]

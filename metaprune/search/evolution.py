@@ -390,8 +390,8 @@ class Evolution:
         """Uniform-width configs nearest to ``baseline_ratios`` (each choice once)."""
         out: dict[float, ChannelConfig] = {}
         for r in self.cfg.baseline_ratios:
-            ratio = min(self.space.ratios, key=lambda c, r=r: (abs(c - r), c))
-            out.setdefault(ratio, self.space.uniform(ratio))
+            config = self.space.uniform(r, nearest=True)
+            out.setdefault(self.space.ratios[config.indices[0]], config)
         return sorted(out.items())
 
     def run(self) -> SearchRun:
