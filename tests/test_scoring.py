@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,105 @@ def test_feed_of_batches_keeps_their_sizes():
     assert all(torch.equal(a, b) and y is None for (a, y), b in zip(feed, xs, strict=True))
     with pytest.raises(DataError, match="uint8"):
         ImageFeed(xs[0], batch_size=2, mean=(0.5,) * 3, std=(0.2,) * 3)
+
+
+# -- the proxy scorer ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def parts():
+    """A tiny PruningNet (in training mode, as a training loop leaves it) and fake data."""
+    from metaprune import create_space
+    from metaprune.data import DataConfig, build_datasets
+    from metaprune.pruningnet import create_pruningnet
+
+    data = build_datasets(
+        DataConfig(name="fake", fake_size=200, fake_classes=4, image_size=8, search_size=0.4)
+    )
+    sp = create_space("resnet20", width_mult=0.25, input_size=8, num_classes=4)
+    torch.manual_seed(0)
+    pnet = create_pruningnet(sp).train()
+    configs = [sp.sample(np.random.default_rng(i)) for i in range(3)]
+    return pnet, data, [*configs, sp.max(), sp.min()]
+
+
+def scorer_config(**kw):
+    from metaprune.search import SearchConfig
+
+    opts = {"recalib_batches": 4, "recalib_batch_size": 16, "racing_slice": 0.25, **kw}
+    return SearchConfig.from_any({"scorer": opts}).scorer
+
+
+def held_bytes(obj, skip) -> int:
+    """Bytes of the distinct tensor storages reachable from ``obj``'s attributes (not through
+    ``skip``)."""
+    seen, storages = set(), {}
+
+    def walk(o):
+        if id(o) in seen or o is skip:
+            return
+        seen.add(id(o))
+        if isinstance(o, torch.Tensor):
+            storages[o.untyped_storage().data_ptr()] = o.untyped_storage().nbytes()
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list | tuple):
+            for v in o:
+                walk(v)
+        elif hasattr(o, "__dict__"):
+            walk(vars(o))
+
+    walk(obj)
+    return sum(storages.values())
+
+
+def test_scorer_streams_a_split_larger_than_its_budget(parts):
+    from metaprune.search import ProxyScorer
+
+    pnet, data, configs = parts
+    n_search, n_rec, pixels = len(data.search), 4 * 16, 3 * 8 * 8
+    big = ProxyScorer.from_datasets(pnet, data, scorer_config(resident_mb=1))
+    small = ProxyScorer.from_datasets(pnet, data, scorer_config(resident_mb=0.01))
+    assert big.search.resident and not small.search.resident
+    # streamed: the stored uint8 pixels once, the labels and the normalisation constants
+    stored = (n_search + n_rec) * (pixels + 8)
+    assert stored <= held_bytes(small, pnet) <= stored + 1024
+    assert held_bytes(big, pnet) >= 4 * (n_search + n_rec) * pixels  # float32 on the device
+    assert small.score(configs) == big.score(configs)
+    for a, b in zip(small.last_correct, big.last_correct, strict=True):
+        assert (a is None and b is None) or np.array_equal(a, b)
+
+
+def test_recalib_augment_reaches_the_scorer(parts):
+    from metaprune.search import ProxyScorer
+
+    pnet, data, _ = parts
+    for augment in (True, False):
+        scorer = ProxyScorer.from_datasets(pnet, data, scorer_config(recalib_augment=augment))
+        draw = recalibration_batches(data.train, 4, 16, augment=augment, seed=0)
+        got = [x for x, _ in scorer.recalib]
+        assert all(
+            torch.equal(a, b.contiguous(memory_format=torch.channels_last))
+            for a, (b, _) in zip(got, draw, strict=True)
+        )
+    assert not torch.equal(got[0], next(iter(recalibration_batches(data.train, 4, 16)))[0])
+
+
+def test_scoring_leaves_the_callers_pruningnet_alone(parts):
+    import copy
+
+    from metaprune.search import ProxyScorer
+
+    pnet, data, configs = parts
+    before = {k: (v.clone(), v.stride()) for k, v in pnet.state_dict().items()}
+    for stack in (1, 2):
+        scorer = ProxyScorer.from_datasets(pnet, data, scorer_config(stack=stack))
+        scorer.score(configs)
+        scorer.network(configs[0])
+    assert pnet.training and all(m.training for m in pnet.modules())
+    after = pnet.state_dict()
+    assert before.keys() == after.keys()
+    for k, (v, stride) in before.items():
+        assert torch.equal(after[k], v) and after[k].stride() == stride, k
+    elsewhere = copy.deepcopy(pnet).to("meta")
+    with pytest.raises(ValueError, match="PruningNet on meta: move them there first"):
+        ProxyScorer.from_datasets(elsewhere, data, scorer_config())
