@@ -21,6 +21,8 @@ def configs(space: ChannelSpace) -> list[ChannelConfig]:
 
 def test_registry() -> None:
     assert set(FAMILIES) == {
+        "cbm_mobilenet",
+        "cbm_resnet",
         "mobilenet_v1",
         "mobilenet_v2",
         "resnet20",

@@ -12,7 +12,7 @@ import pytest
 
 from metaprune import create_space, list_models
 from metaprune.config import build_space
-from metaprune.models.registry import STEMS
+from metaprune.models.registry import STEMS, default_choices
 from metaprune.space import DEFAULT_RATIOS, ChannelConfig
 
 
@@ -25,9 +25,9 @@ def test_default_ratios_are_the_papers_31() -> None:
 @pytest.mark.parametrize("name", list_models())
 def test_gene_choices_are_rounded_ratios_of_the_maximum(name: str) -> None:
     space = create_space(name)
-    assert space.ratios == DEFAULT_RATIOS
+    assert space.ratios == default_choices(name)
     for g in space.genes:
-        assert g.choices == tuple(max(1, round(r * g.max_channels)) for r in DEFAULT_RATIOS)
+        assert g.choices == tuple(max(1, round(r * g.max_channels)) for r in space.ratios)
         assert g.choices[-1] == g.max_channels
     assert space.widths(space.max()) == {g.name: g.max_channels for g in space.genes}
 
@@ -44,6 +44,9 @@ LAYOUT = {
     "resnet18": (12, {"stage1", "stage4", "s4.b1.mid"}),
     # stem + 4 stage outputs + 2 inner widths for each of 16 bottlenecks
     "resnet50": (37, {"stem", "stage4", "s1.b0.mid", "s4.b2.mid2"}),
+    # the benchmark's c0..c6: 2 stage outputs, 4 expanded widths, the head (Channel-Bench-Macro)
+    "cbm_mobilenet": (7, {"stage1", "stage2", "s1.b0.mid", "s2.b1.mid", "last"}),
+    "cbm_resnet": (7, {"stage1", "stage2", "s1.b0.mid", "s2.b2.mid"}),
 }
 
 

@@ -19,16 +19,21 @@ from metaprune.space import DEFAULT_RATIOS, ChannelSpace
 
 FamilySpec = tuple[Arch, dict[str, int]]
 _FAMILIES: dict[str, Callable[..., FamilySpec]] = {}
+_CHOICES: dict[str, tuple[float, ...]] = {}
 STEMS = ("cifar", "imagenet")
 
 
-def register(name: str) -> Callable[[Callable[..., FamilySpec]], Callable[..., FamilySpec]]:
-    """Decorator adding a family constructor to the registry under ``name``."""
+def register(
+    name: str, choices: Sequence[float] = DEFAULT_RATIOS
+) -> Callable[[Callable[..., FamilySpec]], Callable[..., FamilySpec]]:
+    """Decorator adding a family constructor to the registry under ``name``; ``choices`` are
+    the family's default width ratios (the paper's 31 unless the family defines its own)."""
 
     def deco(fn: Callable[..., FamilySpec]) -> Callable[..., FamilySpec]:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} is already registered")
         _FAMILIES[name] = fn
+        _CHOICES[name] = tuple(choices)
         return fn
 
     return deco
@@ -37,6 +42,13 @@ def register(name: str) -> Callable[[Callable[..., FamilySpec]], Callable[..., F
 def list_models() -> list[str]:
     """Names of the registered model families."""
     return sorted(_FAMILIES)
+
+
+def default_choices(name: str) -> tuple[float, ...]:
+    """The width ratios a space of family ``name`` has when no ``choices`` are given."""
+    if name not in _CHOICES:
+        raise ValueError(f"unknown model family {name!r}; registered: {list_models()}")
+    return _CHOICES[name]
 
 
 def scaled(channels: int, width_mult: float) -> int:
@@ -63,8 +75,8 @@ def stem_defaults(
 def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any) -> ChannelSpace:
     """The :class:`~metaprune.space.ChannelSpace` of family ``name`` with options ``opts``.
 
-    ``choices`` replaces the paper's 31 width ratios.  Unknown families and options raise
-    ``ValueError`` naming what is available.
+    ``choices`` replaces the family's default width ratios (:func:`default_choices`).  Unknown
+    families and options raise ``ValueError`` naming what is available.
     """
     if name not in _FAMILIES:
         raise ValueError(f"unknown model family {name!r}; registered: {list_models()}")
@@ -87,7 +99,7 @@ def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any)
     arch, max_widths = fn(**args)
     resolved = dict(bound.arguments)
     resolved.update(num_classes=arch.num_classes, input_size=arch.input_size)
-    ratios = DEFAULT_RATIOS if choices is None else tuple(choices)
+    ratios = _CHOICES[name] if choices is None else tuple(choices)
     return ChannelSpace(name, resolved, arch, max_widths, ratios)
 
 
