@@ -15,7 +15,7 @@ from metaprune.pruningnet import ConfigSampler, PruningNet, create_pruningnet
 from metaprune.schema import load_config
 from metaprune.search import load_search, run_search
 from metaprune.space import ChannelConfig, ChannelSpace
-from metaprune.train import load_pruningnet
+from metaprune.pruningnet import load_pruningnet
 
 __all__ = [
     "ChannelConfig",

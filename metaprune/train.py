@@ -39,24 +39,16 @@ from metaprune.engine import (
     require_fingerprint,
     seed_everything,
 )
-from metaprune.engine.checkpoint import FORMAT as TRAIN_STATE_FORMAT
 from metaprune.engine.trainer import StepFn, train_loader
-from metaprune.io import (
-    CheckpointError,
-    atomic_torch_save,
-    atomic_write_json,
-    read_json,
-    safe_torch_load,
-)
-from metaprune.models import build_pruned, create_space
+from metaprune.io import atomic_write_json, read_json
+from metaprune.models import build_pruned
 from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
+from metaprune.pruningnet.checkpoint import PRUNINGNET_FILE, pruningnet_meta, save_pruningnet
 from metaprune.space import ChannelConfig, ChannelSpace
 
 log = logging.getLogger(__name__)
 
-PRUNINGNET_FILE = "pruningnet.pt"
 METRICS_FILE = "metrics.json"
-FORMAT = "metaprune.pruningnet/1"
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -150,7 +142,7 @@ def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
         step_fn=pruningnet_step(ConfigSampler(space, tcfg.sampling, tcfg.sandwich)),
         validate_fn=validate if len(data.search) else None,
         fingerprint=fingerprint,
-        meta={"space": space.describe(), "pruningnet": asdict(pcfg), "config": to_plain(cfg)},
+        meta={**pruningnet_meta(pnet), "config": to_plain(cfg)},
         runtime=rt,
     )
     result = trainer.fit()
@@ -162,46 +154,7 @@ def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
         **result,
     }
     if rt.is_main:
-        atomic_torch_save(
-            out_dir / PRUNINGNET_FILE,
-            {
-                "format": FORMAT,
-                "space": space.describe(),
-                "pruningnet": asdict(pcfg),
-                "state_dict": pnet.state_dict(),
-            },
-        )
+        save_pruningnet(out_dir / PRUNINGNET_FILE, pnet)
         atomic_write_json(out_dir / METRICS_FILE, metrics)
     rt.barrier()
     return metrics
-
-
-def load_pruningnet(
-    path: str | os.PathLike, space: ChannelSpace | None = None, map_location: Any = "cpu"
-) -> PruningNet:
-    """The PruningNet saved by :func:`train`: ``path`` is ``pruningnet.pt``, a training
-    ``checkpoint.pt`` or the run directory.  The space is rebuilt from the file's plain JSON with
-    ``create_space``; a file whose space fingerprint differs from the rebuilt one, or from
-    ``space`` when given, is refused with :class:`~metaprune.io.CheckpointError`."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / PRUNINGNET_FILE
-    state = safe_torch_load(path, map_location=map_location)
-    fmt = state.get("format") if isinstance(state, dict) else None
-    if fmt == FORMAT:
-        desc, options, weights = state["space"], state["pruningnet"], state["state_dict"]
-    elif fmt == TRAIN_STATE_FORMAT and "pruningnet" in state["meta"]:
-        meta = state["meta"]
-        desc, options, weights = meta["space"], meta["pruningnet"], state["model"]
-    else:
-        raise CheckpointError(f"{path} is not a PruningNet checkpoint")
-    rebuilt = create_space(desc["family"], choices=desc["ratios"], **desc["options"])
-    require_fingerprint(path, desc["fingerprint"], rebuilt.fingerprint)
-    if space is not None:
-        require_fingerprint(path, desc["fingerprint"], space.fingerprint)
-    pnet = create_pruningnet(rebuilt, **options)
-    try:
-        pnet.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit the PruningNet it describes: {e}") from e
-    return pnet

@@ -26,7 +26,7 @@ from metaprune.retrain import (
     retrain_label,
 )
 from metaprune.search import SearchConfig, default_costs, run_search
-from metaprune.train import FORMAT as PRUNINGNET_FORMAT
+from metaprune.pruningnet.checkpoint import FORMAT as PRUNINGNET_FORMAT
 
 CHOICES = [0.25, 0.5, 1.0]
 
@@ -246,7 +246,7 @@ def save_pruningnet(space, path):
 
 
 def test_inherit_starts_from_the_generated_weights(space, tmp_path):
-    from metaprune.train import load_pruningnet
+    from metaprune.pruningnet import load_pruningnet
 
     path = save_pruningnet(space, tmp_path / "pruningnet.pt")
     config = space.sample(5)

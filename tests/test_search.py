@@ -584,7 +584,7 @@ def save_tiny_pruningnet(path) -> None:
 
     from metaprune.io import atomic_torch_save
     from metaprune.pruningnet import create_pruningnet
-    from metaprune.train import FORMAT, PRUNINGNET_FILE
+    from metaprune.pruningnet.checkpoint import FORMAT, PRUNINGNET_FILE
 
     sp = create_space("resnet20", width_mult=0.25, input_size=8, num_classes=4)
     pnet = create_pruningnet(sp)

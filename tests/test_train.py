@@ -14,8 +14,8 @@ import metaprune.train as mtrain
 from metaprune import build_pruned, create_space
 from metaprune.engine import param_groups
 from metaprune.io import CheckpointError, safe_torch_load
-from metaprune.pruningnet import ConfigSampler, create_pruningnet
-from metaprune.train import load_pruningnet, pruningnet_step, reference_configs, train
+from metaprune.pruningnet import ConfigSampler, create_pruningnet, load_pruningnet
+from metaprune.train import pruningnet_step, reference_configs, train
 
 
 def run_cfg(model="mobilenet_v2", epochs=1, **train_opts):

@@ -42,11 +42,11 @@ import torch
 from metaprune import count_flops, create_space
 from metaprune.cost.latency import kendall_tau
 from metaprune.data import build_datasets, make_loader
-from metaprune.pruningnet import create_pruningnet
+from metaprune.pruningnet import create_pruningnet, load_pruningnet
 from metaprune.search import ProxyScorer, SearchConfig, default_costs, run_search
 from metaprune.search.config import ScorerConfig
 from metaprune.search.scoring.racing import RaceHistory, stage_ends
-from metaprune.train import load_pruningnet, score_config
+from metaprune.train import score_config
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, bs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -168,7 +168,7 @@ def brief_pruningnet(args: argparse.Namespace, data) -> Path:
     from dataclasses import asdict
 
     from metaprune.io import atomic_torch_save
-    from metaprune.train import FORMAT, PRUNINGNET_FILE
+    from metaprune.pruningnet.checkpoint import FORMAT, PRUNINGNET_FILE
 
     space = fmnist_space()
     torch.manual_seed(0)

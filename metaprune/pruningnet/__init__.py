@@ -1,14 +1,19 @@
-"""The PruningNet hypernetwork (MetaPruning, Liu et al., ICCV 2019, sec. 3.1-3.2) and its sampler."""
+"""The PruningNet hypernetwork (MetaPruning, Liu et al., ICCV 2019, sec. 3.1-3.2), its sampler and
+its checkpoint file."""
 
 from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
+from metaprune.pruningnet.checkpoint import PRUNINGNET_FILE, load_pruningnet, save_pruningnet
 from metaprune.pruningnet.net import PruningNet, PruningNetConfig, create_pruningnet
 from metaprune.pruningnet.sampler import ConfigSampler
 
 __all__ = [
+    "PRUNINGNET_FILE",
     "ChoiceBN",
     "ConfigSampler",
     "MetaConv",
     "PruningNet",
     "PruningNetConfig",
     "create_pruningnet",
+    "load_pruningnet",
+    "save_pruningnet",
 ]

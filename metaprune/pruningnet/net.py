@@ -29,6 +29,7 @@ The config is always an argument; no module holds an "active" sub-network.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,9 @@ class PruningNet(nn.Module):
         super().__init__()
         self.space = space
         self.config = config or PruningNetConfig()
+        # the data split the weights were trained on (metaprune.data.identity.split_identity),
+        # set by training and by loading; None when unknown
+        self.train_split: dict[str, Any] | None = None
         cfg = self.config
         self._max = space.widths(space.max())
         self._convs = [ly for ly in space.arch.layers if ly.kind == "conv"]

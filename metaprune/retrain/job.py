@@ -67,7 +67,7 @@ def initial_model(cfg: RetrainConfig, space: ChannelSpace, config: ChannelConfig
     the PruningNet ``cfg.pruningnet`` generates for ``config`` (``inherit``)."""
     model = build_pruned(space, config)
     if cfg.init == "inherit":
-        from metaprune.train import load_pruningnet
+        from metaprune.pruningnet import load_pruningnet
 
         pnet = load_pruningnet(cfg.pruningnet, space=space)
         model.load_state_dict(pnet.generate(config), strict=True)

@@ -27,7 +27,7 @@ def search(cfg: Any, out_dir: str | os.PathLike, pruningnet_path: str | os.PathL
     from metaprune.cost.latency import load_latency_model
     from metaprune.data import build_datasets
     from metaprune.engine import Runtime
-    from metaprune.train import load_pruningnet
+    from metaprune.pruningnet import load_pruningnet
 
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     scfg = SearchConfig.from_any(cfg.get("search"))
