@@ -139,6 +139,13 @@ def test_key_digits_are_genes_in_order(mobilenet) -> None:
     assert config_key(mobilenet.uniform(0.5)) == "2222222"
 
 
+def test_stem_does_not_change_the_keys(mobilenet) -> None:
+    """``stem`` only sets defaults: given the benchmark's input and classes it is the same net."""
+    other = create_space("cbm_mobilenet", stem="imagenet", input_size=32, num_classes=10)
+    assert config_key(key_config(other, "4432214")) == "4432214"
+    assert other.arch == mobilenet.arch
+
+
 def test_subspace_keys() -> None:
     sub = create_space("cbm_mobilenet", choices=[0.5, 1.0])
     cfg = key_config(sub, "2424242")

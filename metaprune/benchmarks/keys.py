@@ -3,8 +3,9 @@
 A benchmark key has one digit per gene, in the benchmark's gene order (c0..c6, which is the
 gene order of the ``cbm_*`` families, :mod:`metaprune.models.cbm`); digit k in 1..4 is width ratio
 k/4 of the gene's maximum.  A space maps to keys when it is a ``cbm_*`` family at the benchmark's
-options (3x32x32 input, 10 classes, unscaled widths) and its choices are among 0.25, 0.5, 0.75
-and 1.0 (the full space, or a subspace such as ``choices=[0.5, 1.0]``).
+options (3x32x32 input, 10 classes, unscaled widths; either ``stem``, which changes no layer) and
+its choices are among 0.25, 0.5, 0.75 and 1.0 (the full space, or a subspace such as
+``choices=[0.5, 1.0]``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def check_benchmark_space(space: ChannelSpace) -> None:
             f"choose one of {list(BENCHMARK_FAMILIES)}"
         )
     expected = dict(_benchmark_options(space.family))
-    differ = {k: v for k, v in space.options.items() if expected.get(k) != v}
+    # ``stem`` only picks defaults of the options compared here; it changes no layer
+    differ = {k: v for k, v in space.options.items() if k != "stem" and expected.get(k) != v}
     if differ:
         raise BenchmarkSpaceError(
             f"{space.family} options {differ} differ from the benchmark's "
