@@ -192,3 +192,24 @@ def test_scoring_leaves_the_callers_pruningnet_alone(parts):
     elsewhere = copy.deepcopy(pnet).to("meta")
     with pytest.raises(ValueError, match="PruningNet on meta: move them there first"):
         ProxyScorer.from_datasets(elsewhere, data, scorer_config())
+
+
+def test_public_names_recalibrate_fold_and_evaluate_generated_weights(parts):
+    """What a notebook calls on generated weights: recalibrated BN folded into the convs gives
+    the same logits, and the public evaluation agrees with the scorer's."""
+    from metaprune import build_pruned
+    from metaprune.data import make_loader
+    from metaprune.data import recalibration_batches as draw
+    from metaprune.engine import evaluate, fuse_bn, recalibrate_bn
+    from metaprune.search.scoring import ProxyScorer
+
+    pnet, data, configs = parts
+    net = build_pruned(pnet.space, configs[0])
+    net.load_state_dict(pnet.generate(configs[0]))
+    recalibrate_bn(net, draw(data.train, 4, 16))
+    x, y = next(iter(make_loader(data.search, len(data.search), train=False)))
+    with torch.no_grad():
+        ref = net(x)
+        torch.testing.assert_close(fuse_bn(net)(x), ref, rtol=1e-4, atol=1e-4)
+    scorer = ProxyScorer(pnet, draw(data.train, 4, 16), x, y, racing=False, channels_last=False)
+    assert scorer.score(configs[:1])[0] == evaluate(net, [(x, y)])[0]

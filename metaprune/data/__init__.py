@@ -13,14 +13,17 @@ from metaprune.data.datasets import (
     build_datasets,
     split_train_search,
 )
+from metaprune.data.feed import ImageFeed
 from metaprune.data.images import DataError, FolderImages, ImageSet, TensorImages
 from metaprune.data.loader import Loader, make_loader, random_crop_flip
+from metaprune.data.recalib import recalibration_batches
 
 __all__ = [
     "DataConfig",
     "DataError",
     "Datasets",
     "FolderImages",
+    "ImageFeed",
     "ImageSet",
     "Loader",
     "TensorImages",
@@ -29,5 +32,6 @@ __all__ = [
     "build_datasets",
     "make_loader",
     "random_crop_flip",
+    "recalibration_batches",
     "split_train_search",
 ]

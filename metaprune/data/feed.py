@@ -39,6 +39,14 @@ def float_bytes(n: int, shape: Sequence[int]) -> int:
     return 4 * n * int(np.prod(shape))
 
 
+def device_of(device: torch.device | str) -> torch.device:
+    """``device`` with its index (``cuda`` is the current CUDA device), to compare devices."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _spans(start: int, end: int, batch_size: int) -> list[Span]:
     return [(s, min(s + batch_size, end)) for s in range(start, end, batch_size)]
 
@@ -87,7 +95,7 @@ class ImageFeed:
             if ends[-1] != n or min(batch_size, default=0) < 1:
                 raise DataError(f"ImageFeed batch sizes {list(batch_size)} do not cut {n} images")
             self.spans = list(itertools.pairwise(ends))
-        self.device = torch.device(device)
+        self.device = device_of(device)
         self.shape = tuple(int(s) for s in images.shape[1:])
         self.format = torch.channels_last if channels_last else torch.contiguous_format
         self._scale = self._shift = None

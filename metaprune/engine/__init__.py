@@ -2,7 +2,7 @@
 evaluation and BN recalibration."""
 
 from metaprune.engine.checkpoint import CheckpointStore, require_fingerprint
-from metaprune.engine.evaluate import evaluate, recalibrate_bn
+from metaprune.engine.evaluate import evaluate, fuse_bn, recalibrate_bn
 from metaprune.engine.optim import (
     OptimConfig,
     SchedConfig,
@@ -24,6 +24,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "evaluate",
+    "fuse_bn",
     "get_rng_state",
     "lr_factor",
     "param_groups",

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metaprune.data.feed import ImageFeed, float_bytes
+from metaprune.data.feed import Batch, ImageFeed, float_bytes
 from metaprune.data.recalib import recalibration_batches
 from metaprune.engine.evaluate import fuse_bn, recalibrate_bn
 from metaprune.search.config import ScorerConfig
@@ -56,7 +56,6 @@ from metaprune.search.scoring import stacking
 from metaprune.search.scoring.racing import RaceHistory, Rivalry, stage_ends
 from metaprune.space import ChannelConfig
 
-Batch = tuple[torch.Tensor, "torch.Tensor | None"]
 Scored = tuple[float, np.ndarray, bool, "np.ndarray | None"]
 """One candidate's (proxy accuracy, correctness on the images seen, whether it saw all of
 them, correctness at the first test)."""
