@@ -66,10 +66,52 @@ def build_space(
     return create_space(name, choices=choices, **opts)
 
 
+class SupernetMismatchError(ValueError):
+    """``supernet=`` names a PruningNet of another family or space than ``model`` / ``space``."""
+
+
+def _space_differences(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """``key: found vs wanted`` for every difference of two ``ChannelSpace.describe()`` dicts."""
+    out = []
+    if found["family"] != wanted["family"]:
+        out.append(f"family {found['family']} vs {wanted['family']}")
+    a, b = found["options"], wanted["options"]
+    out += [
+        f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
+    if list(found["ratios"]) != list(wanted["ratios"]):
+        out.append(f"{len(found['ratios'])} vs {len(wanted['ratios'])} width choices")
+    return out or [f"fingerprint {found['fingerprint']} vs {wanted['fingerprint']}"]
+
+
+def check_supernet(cfg: DictConfig, supernet: str | os.PathLike) -> None:
+    """Check that the PruningNet at ``supernet`` has the space ``cfg.model`` and
+    ``cfg.space`` describe (options the config leaves to the data are taken from the PruningNet,
+    whose fit to the data the stage itself checks); otherwise :class:`SupernetMismatchError`
+    naming both spaces and every difference is raised."""
+    from metaprune.pruningnet import load_pruningnet
+
+    found = load_pruningnet(supernet).space.describe()
+    opts = found["options"]
+    shape = (opts.get("in_chans"), opts.get("input_size"), opts.get("input_size"))
+    wanted = build_space(cfg.model, cfg.get("space"), shape, opts.get("num_classes")).describe()
+    if found["fingerprint"] != wanted["fingerprint"]:
+        raise SupernetMismatchError(
+            f"supernet={supernet} is a PruningNet of {found['family']} (space "
+            f"{found['fingerprint']}), but model/space configure {wanted['family']} (space "
+            f"{wanted['fingerprint']}); they differ in: {'; '.join(_space_differences(found, wanted))}"
+            f" (supernet vs config). Set model=/space= to the PruningNet's, or leave supernet unset"
+        )
+
+
 def use_supernet(cfg: DictConfig, run_dir: str | os.PathLike) -> str:
     """The trained PruningNet of a run (``cfg.supernet``, else ``run_dir/train``); also made the
-    default of ``retrain.pruningnet``, from which ``retrain.init=inherit`` generates weights."""
+    default of ``retrain.pruningnet``, from which ``retrain.init=inherit`` generates weights.  A
+    ``cfg.supernet`` of another space than the config's is refused here, before any stage runs
+    (:func:`check_supernet`)."""
     supernet = str(cfg.get("supernet") or Path(run_dir) / "train")
+    if cfg.get("supernet"):
+        check_supernet(cfg, supernet)
     if cfg.retrain.get("pruningnet") is None:
         cfg.retrain.pruningnet = supernet
     return supernet

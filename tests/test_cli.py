@@ -10,7 +10,10 @@ import pytest
 
 from metaprune import cli
 from metaprune.cli import main
+from metaprune.config import SupernetMismatchError, build_space, use_supernet
 from metaprune.io import LOCK_FILE, run_lock
+from metaprune.pruningnet import create_pruningnet, save_pruningnet
+from metaprune.schema import load_config
 
 
 def test_no_arguments_exits_2_with_usage_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,3 +49,32 @@ def test_a_command_holds_the_lock_while_it_runs(tmp_path, monkeypatch: pytest.Mo
     main(["search", "experiment=tiny", f"run_dir={tmp_path}"])
     assert len(seen) == 1 and json.loads(seen[0])["command"] == "metaprune search"
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+@pytest.fixture
+def tiny_supernet(tmp_path) -> str:
+    """A (untrained) PruningNet of ``experiment=tiny``'s space, saved as training saves it."""
+    cfg = load_config(["experiment=tiny"])
+    space = build_space(cfg.model, cfg.space, (3, 12, 12), 10)
+    return str(save_pruningnet(tmp_path / "pruningnet.pt", create_pruningnet(space)))
+
+
+def test_supernet_of_another_space_fails_at_start_up(
+    tiny_supernet: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    same = load_config(["experiment=tiny", f"supernet={tiny_supernet}"])
+    assert use_supernet(same, tmp_path) == tiny_supernet == same.retrain.pruningnet
+    other = load_config(["experiment=tiny", f"supernet={tiny_supernet}", "model=mobilenet_v2"])
+    with pytest.raises(SupernetMismatchError, match=r"of resnet20 .*configure mobilenet_v2"):
+        use_supernet(other, tmp_path)
+    wider = load_config(["experiment=tiny", f"supernet={tiny_supernet}", "model.width_mult=0.5"])
+    with pytest.raises(SupernetMismatchError, match=r"width_mult 0\.25 vs 0\.5"):
+        use_supernet(wider, tmp_path)
+    # the pipeline fails before it trains a PruningNet it would not use
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        main(["pipeline", "experiment=tiny", f"supernet={tiny_supernet}", "model=mobilenet_v2",
+              f"run_dir={run_dir}"])  # fmt: skip
+    assert "SupernetMismatchError" in capsys.readouterr().err
+    assert not (run_dir / "train").exists()
