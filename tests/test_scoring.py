@@ -213,3 +213,35 @@ def test_public_names_recalibrate_fold_and_evaluate_generated_weights(parts):
         torch.testing.assert_close(fuse_bn(net)(x), ref, rtol=1e-4, atol=1e-4)
     scorer = ProxyScorer(pnet, draw(data.train, 4, 16), x, y, racing=False, channels_last=False)
     assert scorer.score(configs[:1])[0] == evaluate(net, [(x, y)])[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_streamed_scoring_on_cuda_holds_batches_not_the_split():
+    """On CUDA a streamed split is pinned on the host and the device holds a few batches: its
+    peak memory while scoring stays far below the split as float32; the scores are those of
+    the resident split."""
+    from metaprune import create_space
+    from metaprune.data import DataConfig, build_datasets
+    from metaprune.pruningnet import create_pruningnet
+    from metaprune.search import ProxyScorer
+
+    data = build_datasets(
+        DataConfig(name="fake", fake_size=8192, fake_classes=4, image_size=32, search_size=0.5)
+    )
+    sp = create_space("resnet20", width_mult=0.25, input_size=32, num_classes=4)
+    torch.manual_seed(0)
+    pnet = create_pruningnet(sp).cuda()
+    configs = [sp.sample(np.random.default_rng(i)) for i in range(3)]
+    opts = {"racing": False, "eval_batch_size": 256, "amp": False}
+    resident = ProxyScorer.from_datasets(pnet, data, scorer_config(**opts), "cuda")
+    expected = resident.score(configs)
+    del resident
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    streamed = ProxyScorer.from_datasets(pnet, data, scorer_config(resident_mb=0, **opts), "cuda")
+    assert streamed.search._host.is_pinned() and streamed.search._host.dtype == torch.uint8
+    assert streamed.score(configs) == expected
+    split = 4 * len(data.search) * 3 * 32 * 32  # 50 MB as float32
+    assert torch.cuda.max_memory_allocated() - base < split / 4

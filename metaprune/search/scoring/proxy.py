@@ -107,14 +107,14 @@ class ProxyScorer:
     ) -> None:
         if stack < 1:
             raise ValueError(f"ProxyScorer stack must be >= 1, got {stack}")
+        if len(recalib) == 0:
+            raise ValueError("ProxyScorer needs at least one recalibration batch")
         if not isinstance(images, ImageFeed):
             if labels is None or len(labels) == 0 or len(images) != len(labels):
                 raise ValueError(
                     f"ProxyScorer needs a non-empty search split, got {len(images)} images and "
                     f"{0 if labels is None else len(labels)} labels"
                 )
-            if not recalib:
-                raise ValueError("ProxyScorer needs at least one recalibration batch")
             n_rec = sum(len(x) for x, _ in recalib)
             fits = float_bytes(len(images) + n_rec, images.shape[1:]) <= resident_mb * MIB
             kw = {"device": images.device, "channels_last": channels_last, "resident": fits}
@@ -125,8 +125,6 @@ class ProxyScorer:
             )
         if images.labels is None:
             raise ValueError("ProxyScorer needs the labels of the search split")
-        if len(recalib) == 0:
-            raise ValueError("ProxyScorer needs at least one recalibration batch")
         self.device = images.device
         if recalib.device != self.device or _device_of(pnet) != self.device:
             raise ValueError(
