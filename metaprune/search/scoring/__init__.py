@@ -1,5 +1,5 @@
-"""Scorers of candidates: the protocol, the PruningNet proxy (with racing and stacking) and the
-distributed wrapper, one file each."""
+"""Scorers of candidates, one file each: the protocol, the PruningNet proxy, its racing (early
+stopping) and stacking (several candidates per forward pass), and the distributed wrapper."""
 
 from metaprune.search.scoring.distributed import DistributedScorer
 from metaprune.search.scoring.protocol import Scorer
