@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from metaprune.models import create_space
+from metaprune.models.registry import space_differences
 from metaprune.space import ChannelSpace
 
 T = TypeVar("T")
@@ -70,20 +71,6 @@ class SupernetMismatchError(ValueError):
     """``supernet=`` names a PruningNet of another family or space than ``model`` / ``space``."""
 
 
-def _space_differences(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """``key: found vs wanted`` for every difference of two ``ChannelSpace.describe()`` dicts."""
-    out = []
-    if found["family"] != wanted["family"]:
-        out.append(f"family {found['family']} vs {wanted['family']}")
-    a, b = found["options"], wanted["options"]
-    out += [
-        f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
-    ]
-    if list(found["ratios"]) != list(wanted["ratios"]):
-        out.append(f"{len(found['ratios'])} vs {len(wanted['ratios'])} width choices")
-    return out or [f"fingerprint {found['fingerprint']} vs {wanted['fingerprint']}"]
-
-
 def check_supernet(cfg: DictConfig, supernet: str | os.PathLike) -> None:
     """Check that the PruningNet at ``supernet`` has the space ``cfg.model`` and
     ``cfg.space`` describe (options the config leaves to the data are taken from the PruningNet,
@@ -99,7 +86,7 @@ def check_supernet(cfg: DictConfig, supernet: str | os.PathLike) -> None:
         raise SupernetMismatchError(
             f"supernet={supernet} is a PruningNet of {found['family']} (space "
             f"{found['fingerprint']}), but model/space configure {wanted['family']} (space "
-            f"{wanted['fingerprint']}); they differ in: {'; '.join(_space_differences(found, wanted))}"
+            f"{wanted['fingerprint']}); they differ in: {'; '.join(space_differences(found, wanted))}"
             f" (supernet vs config). Set model=/space= to the PruningNet's, or leave supernet unset"
         )
 

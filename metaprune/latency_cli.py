@@ -29,14 +29,13 @@ from metaprune.cost.latency import (
     validate_latency,
 )
 from metaprune.io import atomic_write_json
-from metaprune.models import create_space
+from metaprune.models import create_space, space_from_description
 from metaprune.space import ChannelSpace
 
 
 def space_of_table(table: LatencyTable) -> ChannelSpace:
     """The channel space a table was measured for, rebuilt from its description."""
-    desc = table.space_desc
-    return create_space(desc["family"], choices=desc["ratios"], **desc["options"])
+    return space_from_description(table.space_desc, "latency table")
 
 
 def plot_validation(result: dict[str, Any], path: str | Path, title: str) -> Path:

@@ -12,7 +12,12 @@ import pytest
 
 from metaprune import create_space, list_models
 from metaprune.config import build_space
-from metaprune.models.registry import STEMS, default_choices
+from metaprune.models.registry import (
+    STEMS,
+    SpaceMismatchError,
+    default_choices,
+    space_from_description,
+)
 from metaprune.space import DEFAULT_RATIOS, ChannelConfig
 
 
@@ -218,9 +223,23 @@ def test_json_round_trip(name: str) -> None:
     assert json.loads(text)["widths"] == space.widths(cfg)
     # describe() is enough to rebuild the same space
     d = json.loads(json.dumps(space.describe()))
-    rebuilt = create_space(d["family"], choices=d["ratios"], **d["options"])
+    rebuilt = space_from_description(d)
     assert rebuilt.fingerprint == space.fingerprint == d["fingerprint"]
     assert rebuilt.from_json(text) == cfg
+
+
+def test_space_from_description_checks_the_fingerprint() -> None:
+    space = create_space("resnet20", width_mult=0.5, choices=[0.25, 0.5, 1.0])
+    d = json.loads(json.dumps(space.describe()))
+    assert space_from_description(d, expected=space).fingerprint == space.fingerprint
+    stale = {**d, "fingerprint": "0123456789abcdef"}  # written before the model code changed
+    with pytest.raises(SpaceMismatchError, match=r"f\.json: the resnet20 space .*0123456789abcdef"):
+        space_from_description(stale, "f.json")
+    other = create_space("resnet20", width_mult=0.25, choices=[0.25, 0.5, 1.0])
+    with pytest.raises(SpaceMismatchError, match=r"not the expected .*width_mult 0\.5 vs 0\.25"):
+        space_from_description(d, "f.json", expected=other)
+    with pytest.raises(SpaceMismatchError, match="not a channel-space description"):
+        space_from_description({"family": "resnet20"}, "f.json")
 
 
 def test_fingerprint_ignores_int_vs_float_width_mult() -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from metaprune.io import CheckpointError, safe_torch_load
-from metaprune.models import build_pruned, create_space
+from metaprune.models import build_pruned, space_from_description
 from metaprune.space import ChannelConfig, ChannelSpace
 
 FORMAT = "metaprune.pruned/1"
@@ -82,8 +82,8 @@ def _pruned_path(path: str | os.PathLike) -> Path:
 def read_pruned(path: str | os.PathLike) -> PrunedFile:
     """Read a ``pruned.pt`` (or the export directory holding it) without building the network.
 
-    The space is rebuilt from its description (``create_space(family, choices=ratios,
-    **options)``) and must have the recorded fingerprint; anything else raises
+    The space is rebuilt from its description (``space_from_description``) and must have the
+    recorded fingerprint; anything else raises
     :class:`~metaprune.io.CheckpointError` naming the problem.
     """
     p = _pruned_path(path)
@@ -94,13 +94,7 @@ def read_pruned(path: str | os.PathLike) -> PrunedFile:
             f"{p} is not a pruned-model file (format {FORMAT!r}, written by export_model or "
             f"retrain); found {found}"
         )
-    desc = data["space"]
-    space = create_space(desc["family"], choices=desc["ratios"], **desc["options"])
-    if space.fingerprint != desc["fingerprint"]:
-        raise CheckpointError(
-            f"{p}: the {desc['family']} space rebuilt here has fingerprint {space.fingerprint}, "
-            f"the file was written for {desc['fingerprint']} (model code changed?)"
-        )
+    space = space_from_description(data["space"], str(p))
     return PrunedFile(space, space.from_json(data["config"]), data["state_dict"])
 
 

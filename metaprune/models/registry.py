@@ -1,19 +1,22 @@
 """Registry of model families: ``create_space``, ``build_pruned``, ``list_models`` (timm-style).
 
 A family is a function of keyword options returning ``(Arch, max widths per gene)``; see
-:mod:`metaprune.arch`.  Options are checked by name, so a typo fails at once.
+:mod:`metaprune.arch`.  Options are checked by name, so a typo fails at once.  A space saved as
+its description (``ChannelSpace.describe()``, in every checkpoint, search, table and export) is
+rebuilt by :func:`space_from_description`, which always checks the recorded fingerprint.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from metaprune.arch import Arch
+from metaprune.io import CheckpointError
 from metaprune.models.pruned import PrunedNet
 from metaprune.space import DEFAULT_RATIOS, ChannelSpace
 
@@ -101,6 +104,57 @@ def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any)
     resolved.update(num_classes=arch.num_classes, input_size=arch.input_size)
     ratios = _CHOICES[name] if choices is None else tuple(choices)
     return ChannelSpace(name, resolved, arch, max_widths, ratios)
+
+
+class SpaceMismatchError(CheckpointError):
+    """A saved space description that no longer rebuilds to its recorded fingerprint (the model
+    code changed), or that is not the space expected."""
+
+
+def space_differences(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """``what: found vs wanted`` for every difference of two ``ChannelSpace.describe()`` dicts."""
+    out = []
+    if found["family"] != wanted["family"]:
+        out.append(f"family {found['family']} vs {wanted['family']}")
+    a, b = found["options"], wanted["options"]
+    out += [
+        f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
+    if list(found["ratios"]) != list(wanted["ratios"]):
+        out.append(f"{len(found['ratios'])} vs {len(wanted['ratios'])} width choices")
+    return out or [f"fingerprint {found['fingerprint']} vs {wanted['fingerprint']}"]
+
+
+def space_from_description(
+    desc: Mapping[str, Any], source: str = "", expected: ChannelSpace | None = None
+) -> ChannelSpace:
+    """The space ``desc`` (a ``ChannelSpace.describe()`` dict) describes, rebuilt with
+    :func:`create_space`.  Raises :class:`SpaceMismatchError`, naming ``source`` (the file it
+    came from), when the rebuilt space's fingerprint is not the recorded one, or when it is not
+    ``expected``'s; a description missing its keys raises it too."""
+    where = f"{source}: " if source else ""
+    try:
+        family, ratios, options, recorded = (
+            desc["family"],
+            desc["ratios"],
+            desc["options"],
+            desc["fingerprint"],
+        )
+    except (KeyError, TypeError) as e:
+        raise SpaceMismatchError(f"{where}not a channel-space description ({e!r} missing)") from e
+    space = create_space(family, choices=ratios, **options)
+    if space.fingerprint != recorded:
+        raise SpaceMismatchError(
+            f"{where}the {family} space rebuilt here has fingerprint {space.fingerprint}, but "
+            f"{recorded} was recorded (the model code changed since it was written?)"
+        )
+    if expected is not None and expected.fingerprint != recorded:
+        diff = "; ".join(space_differences(space.describe(), expected.describe()))
+        raise SpaceMismatchError(
+            f"{where}holds the {family} space of fingerprint {recorded}, not the expected "
+            f"{expected.family} space of fingerprint {expected.fingerprint} ({diff})"
+        )
+    return space
 
 
 def build_pruned(space, config, device: torch.device | str | None = None) -> nn.Module:

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from metaprune.engine.checkpoint import FORMAT as TRAIN_STATE_FORMAT
-from metaprune.engine.checkpoint import require_fingerprint
 from metaprune.io import CheckpointError, atomic_torch_save, safe_torch_load
-from metaprune.models import create_space
+from metaprune.models import space_from_description
 from metaprune.pruningnet.net import PruningNet, create_pruningnet
 from metaprune.space import ChannelSpace
 
@@ -62,9 +61,9 @@ def load_pruningnet(
 ) -> PruningNet:
     """The PruningNet saved by :func:`save_pruningnet`: ``path`` is ``pruningnet.pt``, a training
     ``checkpoint.pt`` or the run directory.  The space is rebuilt from the file's plain JSON with
-    ``create_space``; a file whose space fingerprint differs from the rebuilt one, or from
-    ``space`` when given, is refused with :class:`~metaprune.io.CheckpointError`.  The split it
-    was trained on, when recorded, is the returned network's ``train_split``."""
+    ``space_from_description``; a file whose space fingerprint differs from the rebuilt one, or
+    from ``space`` when given, is refused with :class:`~metaprune.models.SpaceMismatchError`.
+    The split it was trained on, when recorded, is the returned network's ``train_split``."""
     path = Path(path)
     if path.is_dir():
         path = path / PRUNINGNET_FILE
@@ -76,11 +75,7 @@ def load_pruningnet(
         meta, weights = state["meta"], state["model"]
     else:
         raise CheckpointError(f"{path} is not a PruningNet checkpoint")
-    desc = meta["space"]
-    rebuilt = create_space(desc["family"], choices=desc["ratios"], **desc["options"])
-    require_fingerprint(path, desc["fingerprint"], rebuilt.fingerprint)
-    if space is not None:
-        require_fingerprint(path, desc["fingerprint"], space.fingerprint)
+    rebuilt = space_from_description(meta["space"], str(path), expected=space)
     pnet = create_pruningnet(rebuilt, **meta["pruningnet"])
     pnet.train_split = meta.get("train_split")
     try:

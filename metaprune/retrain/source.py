@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from metaprune.io import read_json
+from metaprune.models import space_from_description
 from metaprune.retrain.config import RetrainConfig
 from metaprune.space import ChannelConfig, ChannelSpace
 
@@ -59,12 +60,8 @@ def _config_from_search(run_dir: str, target: Any, space: ChannelSpace) -> Chann
     from metaprune.search import load_search
 
     run = load_search(run_dir)
-    found = run.meta["space"]["fingerprint"]
-    if found != space.fingerprint:
-        raise ValueError(
-            f"retrain.from_search: {run_dir} searched space {found} "
-            f"({run.meta['space']['family']}), not this {space.family} space {space.fingerprint}"
-        )
+    where = f"retrain.from_search: {run_dir} (the searched space)"
+    space_from_description(run.meta["space"], where, expected=space)
     winners = run.winners
     targets = [w["target"] for w in winners]
     if target is None:
