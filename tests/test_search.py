@@ -292,6 +292,43 @@ def test_kill_and_resume_equals_uninterrupted(space, tmp_path, algorithm):
     assert resumed.winners == full.winners
 
 
+def test_a_new_strategy_is_a_class_and_a_registry_entry(space, tmp_path, monkeypatch):
+    """A strategy registered by name runs on the engine (stages, cache, results) and every
+    generation is reported to the callbacks, which are closed at the end."""
+    from metaprune.search import STRATEGIES, GenerationReport, Strategy
+
+    class RandomSearch(Strategy):
+        name = "random"
+
+        def propose(self, stage):
+            return self.engine.draw_random(self.cfg.population, stage)
+
+    with pytest.raises(ValueError, match=r"registered.*\['ga', 'nsga2'\]"):
+        SearchConfig.from_any({"algorithm": "random"})
+    monkeypatch.setitem(STRATEGIES, "random", RandomSearch)
+    reports: list = []
+
+    class Keep:
+        def on_generation(self, report):
+            reports.append(report)
+
+        def close(self):
+            reports.append("closed")
+
+    c = cfg(algorithm="random", targets=[0.5], constraints={"params": 0.8})
+    run = run_search(space, Analytic(space), default_costs(space), c, tmp_path, callbacks=[Keep()])
+    assert reports[-1] == "closed" and all(isinstance(r, GenerationReport) for r in reports[:-1])
+    assert [(r.stage, r.generation, r.candidates) for r in reports[:-1]] == [
+        ("search", g, SMALL["population"]) for g in range(SMALL["generations"])
+    ]
+    searched = [r for r in run.table() if r["stage"] == "search"]
+    assert len(searched) == SMALL["population"] * SMALL["generations"]
+    mp_ = run.meta["max_cost"]["params"]
+    assert all(r["params"] <= 0.8 * mp_ for r in searched)
+    assert run.winners[0]["best"] == run.best(flops=0.5, params=0.8)
+    assert load_search(tmp_path).front == run.front
+
+
 def test_impossible_constraint_names_smallest_value(space, tmp_path):
     smallest = default_costs(space)["flops"]([space.min()])[0]
     with pytest.raises(InfeasibleConstraintError, match=f"smallest reachable flops is {smallest}"):

@@ -13,7 +13,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-ALGORITHMS = ("ga", "nsga2")
 COSTS = ("flops", "params", "latency")
 
 
@@ -83,7 +82,8 @@ class SearchConfig:
     """The ``search`` config group: algorithm, evolution sizes, constraints, targets, outputs."""
 
     algorithm: str = "ga"
-    """``ga`` (the paper's constrained evolution) or ``nsga2`` (Pareto front, DEAP NSGA-II)."""
+    """A registered strategy (``metaprune.search.strategies``): ``ga`` (the paper's constrained
+    evolution) or ``nsga2`` (Pareto front, DEAP NSGA-II)."""
     population: int = 50
     """Candidates per generation."""
     generations: int = 20
@@ -124,8 +124,9 @@ class SearchConfig:
 
     def validate(self) -> SearchConfig:
         """Check value ranges; raises ``ValueError`` naming the bad field."""
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"search.algorithm={self.algorithm!r}; choose one of {ALGORITHMS}")
+        from metaprune.search.strategies import strategy_class
+
+        strategy_class(self.algorithm)  # an unknown name fails here, listing the registered ones
         for name in ("population", "generations", "parents", "max_redraws"):
             if getattr(self, name) < 1:
                 raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")

@@ -7,7 +7,8 @@ A search directory holds
 * ``winners.json``: the best configuration per target (or under the constraints), with its
   config JSON; ``pareto.json``: the non-dominated front; ``baselines.json``: the uniform-width
   configs scored by the same proxy; ``pareto.png``: accuracy against the primary cost;
-* ``search.json``: space, config, cost ranges, resolved bounds (written when the search ends);
+* ``search.json``: space, config, cost ranges, resolved bounds, the costs of the front
+  (written when the search ends);
 * ``search_state.json``: the resume checkpoint; ``tb/``: TensorBoard scalars.
 
 Every file is written atomically.
@@ -159,13 +160,11 @@ class SearchRun:
     # -- results ----------------------------------------------------------------------------
     @property
     def front(self) -> list[dict[str, Any]]:
-        """The search's front: over its objectives (``nsga2``) or the primary cost, among the
-        fully evaluated rows meeting the search's constraints."""
-        cfg = self.meta["config"]
-        costs = cfg["objectives"] if cfg["algorithm"] == "nsga2" else [cfg["cost"]]
+        """The search's front over its strategy's front costs (``nsga2``: its objectives;
+        ``ga``: the primary cost), among the fully evaluated rows meeting its constraints."""
         rows = self.select(bounds_from_json(self.meta["constraints"]))
         run = SearchRun(self.run_dir, self.meta, rows, self._space)
-        return run.pareto(costs)
+        return run.pareto(self.meta["front_costs"])
 
     @property
     def winners(self) -> list[dict[str, Any]]:
