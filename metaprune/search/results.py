@@ -82,15 +82,9 @@ class SearchRun:
     def space(self) -> ChannelSpace:
         """The channel space of the search (rebuilt from ``search.json`` when loaded)."""
         if self._space is None:
-            from metaprune.models import create_space
+            from metaprune.models import space_from_description
 
-            d = self.meta["space"]
-            self._space = create_space(d["family"], choices=d["ratios"], **d["options"])
-            if self._space.fingerprint != d["fingerprint"]:
-                raise CheckpointError(
-                    f"{self.run_dir}: space rebuilt from search.json has fingerprint "
-                    f"{self._space.fingerprint}, expected {d['fingerprint']}"
-                )
+            self._space = space_from_description(self.meta["space"], str(self.run_dir / META))
         return self._space
 
     @property
