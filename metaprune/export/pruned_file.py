@@ -66,7 +66,9 @@ _PROGRAM_HINTS = {
 }
 
 
-def _pruned_path(path: str | os.PathLike) -> Path:
+def pruned_path(path: str | os.PathLike) -> Path:
+    """The ``pruned.pt`` that ``path`` names (the file, or the export directory holding it); an
+    exported program or a directory without one raises :class:`~metaprune.io.CheckpointError`."""
     p = Path(path)
     if p.is_dir():
         if not (p / "pruned.pt").is_file():
@@ -86,7 +88,7 @@ def read_pruned(path: str | os.PathLike) -> PrunedFile:
     recorded fingerprint; anything else raises
     :class:`~metaprune.io.CheckpointError` naming the problem.
     """
-    p = _pruned_path(path)
+    p = pruned_path(path)
     data = safe_torch_load(p)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format", sorted(data)) if isinstance(data, dict) else type(data).__name__
