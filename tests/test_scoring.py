@@ -5,6 +5,7 @@ caller's PruningNet, and the public names a notebook needs."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -60,6 +61,28 @@ def test_recalibration_needs_enough_images():
         recalibration_batches(sorted_images(), 8, 16)
     with pytest.raises(DataError, match="batches >= 1"):
         recalibration_batches(sorted_images(), 0, 16)
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+def test_recalibration_from_an_image_folder_is_the_loaders_draw(tmp_path):
+    from torchvision.io import encode_jpeg
+
+    from metaprune.data import build_datasets
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("val", 1)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                img = torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8, generator=g)
+                (tmp_path / split / c / f"{i}.jpg").write_bytes(encode_jpeg(img).numpy().tobytes())
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 16, "num_workers": 0}
+    train = build_datasets({**cfg, "search_size": 2}).train
+    for augment in (True, False):  # as a CPU training loader draws, with or without its crops
+        feed = recalibration_batches(train, 2, 4, augment=augment, seed=3)
+        loader = make_loader(replace(train, augment=augment), 4, train=True, seed=3)
+        for (x, y), (lx, ly) in zip(feed, itertools.islice(loader, 2), strict=True):
+            assert torch.equal(x, lx) and torch.equal(y, ly)
 
 
 # -- image feeds ----------------------------------------------------------------------------------
