@@ -39,6 +39,7 @@ parameters or BN statistics; every candidate is a network of its own.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -65,9 +66,10 @@ MIB = 2**20
 
 def _device_of(module: nn.Module) -> torch.device:
     """The device of a module's first parameter (or buffer)."""
-    for t in (*module.parameters(), *module.buffers()):
-        return t.device
-    raise ValueError(f"{type(module).__name__} has no parameters to score with")
+    t = next(itertools.chain(module.parameters(), module.buffers()), None)
+    if t is None:
+        raise ValueError(f"{type(module).__name__} has no parameters to score with")
+    return t.device
 
 
 class ProxyScorer:
