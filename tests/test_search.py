@@ -164,6 +164,49 @@ def test_winners_and_fronts_only_from_fully_evaluated(space, tmp_path, algorithm
         assert w["best"]["accuracy"] == max(r["accuracy"] for r in ok)
 
 
+def test_narrow_band_fills_the_population_on_resnet50(tmp_path):
+    """The paper's ResNet-50 space (31 choices, 224 px) and its 1.95-2.05 GFLOPs band: uniform
+    draws meet the band 0.2 % of the time, so the random draws aim at it; generation 0 holds
+    the whole population, every candidate in the band, in seconds."""
+    import time
+
+    sp = create_space("resnet50", stem="imagenet", num_classes=1000)
+    assert len(sp.ratios) == 31
+    c = cfg(population=50, generations=2, targets=[["1.95G", "2.05G"]], seed=1)
+    t0 = time.perf_counter()
+    run = run_search(sp, Analytic(sp), default_costs(sp), c, tmp_path)
+    assert time.perf_counter() - t0 < 20
+    gen0 = [r for r in run.table() if r["stage"] == "target_0" and r["generation"] == 0]
+    assert len(gen0) == 50
+    assert all(1.95e9 <= r["flops"] <= 2.05e9 for r in run.table() if r["stage"] == "target_0")
+    assert run.meta["stages"][0]["random_draws_aim"]["cost"] == "flops"
+    assert 1.95e9 <= run.winners[0]["best"]["flops"] <= 2.05e9
+
+
+def test_proposal_aims_at_an_interval_or_a_target(space):
+    from metaprune.cost import cost_model
+    from metaprune.cost.proposal import propose
+
+    flops = cost_model(space).flops_many
+    lo, hi = (float(v) for v in flops([space.min(), space.max()]))
+    for interval in ((0.30 * hi, 0.32 * hi), (None, 1.2 * lo), (0.95 * hi, None)):
+        got = propose(space, flops, interval, np.random.default_rng(0), 20, max_draws=5000)
+        f = flops(got)
+        assert len(got) == 20 and len({c.indices for c in got}) > 10
+        assert (interval[0] is None or f.min() >= interval[0]) and (
+            interval[1] is None or f.max() <= interval[1]
+        )
+    a = propose(space, flops, (0.3 * hi, 0.5 * hi), np.random.default_rng(3), 5)
+    assert a == propose(space, flops, (0.3 * hi, 0.5 * hi), np.random.default_rng(3), 5)
+    # nearest: the candidate of one batch closest to a target, even if none hits it exactly
+    t = 0.4 * hi
+    (best,) = propose(space, flops, (t, t), np.random.default_rng(1), 1, max_draws=64, nearest=True)
+    batch = propose(space, flops, (t, t), np.random.default_rng(1), 64, max_draws=64, nearest=True)
+    assert best == batch[0] and abs(flops([best])[0] - t) == min(abs(flops(batch) - t))
+    with pytest.raises(ValueError, match="empty"):
+        propose(space, flops, (0.5 * hi, 0.4 * hi), np.random.default_rng(0), 1)
+
+
 def test_targets_share_one_cache(space, tmp_path):
     run, scorer = go(space, tmp_path, targets=[0.25, 0.5, 0.75])
     assert scorer.counts and max(scorer.counts.values()) == 1  # no network scored twice

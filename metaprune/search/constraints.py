@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from metaprune.cost.proposal import CostFn
 from metaprune.space import ChannelConfig, ChannelSpace
-
-CostFn = Callable[[Sequence[ChannelConfig]], np.ndarray]
-"""Cost of each of a list of configs, as an array (FLOPs, params, latency ...)."""
 
 _SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|x|ms|[kKMGT])?\s*$")

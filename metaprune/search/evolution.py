@@ -11,6 +11,15 @@ Constraints: every candidate a strategy draws meets its stage's bounds and is ne
 x 20 generations visit 1,000 distinct networks).  A slot that finds none in ``max_redraws``
 draws stays empty; the others are still filled.
 
+Random candidates (generation 0, the random fill) are the paper's uniform per-gene draws where
+those meet the stage's bounds often enough, and otherwise come from a proposal aimed at the
+bound they meet least (:func:`metaprune.cost.proposal.propose`; departs from the paper).  The
+rule (:meth:`Evolution.aim`): uniform when, by a pilot of uniform draws, a slot fills within
+``max_redraws`` draws with probability at least :data:`UNIFORM_FILL`.  Wide bounds keep the
+paper's draws, whose genes vary independently (the aimed ones share a width level); a narrow
+band or a tight bound, which uniform draws rarely or never meet (on ResNet-50 they land at 0.31
++- 0.06 of the max FLOPs: 0.2 % of them in the paper's 1.95-2.05 G band), gets candidates at all.
+
 Many constraints from one supernet: every stage shares one score cache keyed by the width tuple
 (two configs with equal widths are one network), so no network is ever scored twice; each
 target's winner is the best fully evaluated configuration meeting it, whichever stage scored it.
@@ -34,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from metaprune.cost import cost_model
+from metaprune.cost.proposal import propose
 from metaprune.io import CheckpointError, atomic_write_text, read_json
 from metaprune.search.callbacks import Callback, GenerationReport, LogLine, TensorBoard
 from metaprune.search.config import SearchConfig, config_diff
@@ -47,6 +57,13 @@ from metaprune.space import ChannelConfig, ChannelSpace
 
 log = logging.getLogger(__name__)
 
+UNIFORM_FILL = 0.999
+"""Least probability that uniform draws fill a slot within ``max_redraws`` for a stage to keep
+them (with 200 redraws: at least 3.4 % of uniform draws meet the stage's bounds)."""
+PILOT = 512
+"""Uniform draws of the pilot that estimates how often a stage's bounds are met."""
+PROPOSAL_BATCH = 256
+"""Aimed candidates drawn per proposal call."""
 STATE_FILE = "search_state.json"
 STATE_VERSION = 1
 Key = tuple[int, ...]
@@ -118,6 +135,7 @@ class Evolution:
                 )
         self.stages = self.strategy.stages()
         self._check_stage_feasible()
+        self.aims = {st.name: self.aim(i, st) for i, st in enumerate(self.stages)}
         set_rivalry = getattr(scorer, "set_rivalry", None)
         if callable(set_rivalry):
             set_rivalry(self.strategy.rivalry(self.stages))
@@ -134,6 +152,20 @@ class Evolution:
                     f"stage {st.name}: no configuration meets all of "
                     f"{[b.describe() for b in st.bounds]}; the smallest config has {smallest}"
                 )
+
+    def aim(self, index: int, st: Stage) -> Bound | None:
+        """The bound that random draws of stage ``index`` aim at, or ``None`` for the paper's
+        uniform draws (the rule: module docstring).  The pilot uses a generator of its own,
+        seeded by the search seed and the stage, so the search's stream is untouched."""
+        if not st.bounds:
+            return None
+        pilot = np.random.default_rng([self.cfg.seed, index])
+        values = self.constraints.evaluate([self.space.sample(pilot) for _ in range(PILOT)])
+        met = float(Constraints.satisfied(values, st.bounds).mean())
+        if 1.0 - (1.0 - met) ** self.cfg.max_redraws >= UNIFORM_FILL:
+            return None
+        rates = [float(b.mask(values[b.cost]).mean()) for b in st.bounds]
+        return st.bounds[int(np.argmin(rates))]
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -243,8 +275,24 @@ class Evolution:
         return out
 
     def draw_random(self, n: int, stage: Stage) -> list[Genes]:
-        """Up to ``n`` new random candidates meeting the stage's bounds (see :meth:`draw`)."""
-        return self.draw(n, lambda: self.space.sample(self.rng).indices, stage)
+        """Up to ``n`` new random candidates meeting the stage's bounds: uniform draws (see
+        :meth:`draw`), or aimed ones (:meth:`aim`) from at most ``n * max_redraws`` proposals."""
+        aim = self.aims[stage.name]
+        if aim is None:
+            return self.draw(n, lambda: self.space.sample(self.rng).indices, stage)
+        cost, out = self.constraints.costs[aim.cost], []
+        budget = n * self.cfg.max_redraws
+        while len(out) < n and budget > 0:
+            k = min(budget, PROPOSAL_BATCH)
+            budget -= k
+            for c in propose(
+                self.space, cost, (aim.lower, aim.upper), self.rng, n - len(out), max_draws=k
+            ):
+                key = c.width_tuple()
+                if key not in self.visited and self.feasible(c, stage.bounds):
+                    self.visited.add(key)
+                    out.append(list(c.indices))
+        return out
 
     # -- one generation ---------------------------------------------------------------------
     def run_generation(self, st: Stage) -> None:
@@ -325,7 +373,12 @@ class Evolution:
             "min_cost": self.constraints.min_cost,
             "constraints": [_bound_dict(b) for b in self.base_bounds],
             "stages": [
-                {"name": s.name, "target": s.target, "bounds": [_bound_dict(b) for b in s.bounds]}
+                {
+                    "name": s.name,
+                    "target": s.target,
+                    "bounds": [_bound_dict(b) for b in s.bounds],
+                    "random_draws_aim": _bound_dict(a) if (a := self.aims[s.name]) else None,
+                }
                 for s in self.stages
             ],
             "targets": [
