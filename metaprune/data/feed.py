@@ -101,9 +101,9 @@ class ImageFeed:
         self._scale = self._shift = None
         if mean is not None and std is not None:
             c = self.shape[0]
-            s = torch.tensor(std, dtype=torch.float32)
-            self._scale = (1 / (255 * s)).view(1, c, 1, 1).to(self.device)
-            self._shift = (-torch.tensor(mean) / s).view(1, c, 1, 1).to(self.device)
+            sd = torch.tensor(std, dtype=torch.float32)
+            self._scale = (1 / (255 * sd)).view(1, c, 1, 1).to(self.device)
+            self._shift = (-torch.tensor(mean) / sd).view(1, c, 1, 1).to(self.device)
         self.labels = None if labels is None else labels.to(self.device).long()
         self.resident = resident
         self._host: torch.Tensor | None = None
