@@ -26,6 +26,7 @@ def search(cfg: Any, out_dir: str | os.PathLike, pruningnet_path: str | os.PathL
     ``out_dir``.  Returns the finished :class:`~metaprune.search.results.SearchRun`."""
     from metaprune.cost.latency import load_latency_model
     from metaprune.data import build_datasets
+    from metaprune.data.identity import require_disjoint_search
     from metaprune.engine import Runtime
     from metaprune.pruningnet import load_pruningnet
 
@@ -33,6 +34,7 @@ def search(cfg: Any, out_dir: str | os.PathLike, pruningnet_path: str | os.PathL
     scfg = SearchConfig.from_any(cfg.get("search"))
     rt = Runtime.setup(scfg.scorer.device)
     pnet = load_pruningnet(pruningnet_path, map_location=rt.device)
+    require_disjoint_search(pnet.train_split, cfg.data)
     space = pnet.space
     data = build_datasets(cfg.data)
     if tuple(data.input_shape) != space.input_shape or data.num_classes != space.num_classes:
