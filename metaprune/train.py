@@ -4,13 +4,23 @@ Each step draws the configs of :class:`~metaprune.pruningnet.ConfigSampler` (one
 per step as in the paper; optionally FLOPs-uniform and/or the sandwich max + min), runs the batch
 through the PruningNet with weights generated for each, and back-propagates the mean loss into
 the meta blocks.  After every epoch the max, min and uniform-0.5 networks (0.5: the choice nearest
-to it) are generated, their BN statistics recalibrated on cached training batches (sec. 3.3), and
-scored on the ``search`` split; the accuracies go to TensorBoard and ``metrics.json``.
+to it) are generated, their BN statistics recalibrated on a fixed draw of training batches
+(sec. 3.3; augmented as in the paper, or clean with ``train.recalib_augment=false``), and scored
+on the ``search`` split; the accuracies go to TensorBoard and ``metrics.json``.
 
-``train(cfg, out_dir)`` is what ``metaprune train`` and a notebook call.  The run directory holds
-``checkpoint.pt`` (resume state, each epoch), ``pruningnet.pt`` (the final hypernetwork with its
-space and options as plain JSON), ``metrics.json`` and ``tb/``.  A finished run called again
-returns its metrics without training.
+:func:`train_pruningnet` is the training loop for any re-iterable of ``(images, labels)``, a
+user's own ``DataLoader`` included; ``train(cfg, out_dir)``, what ``metaprune train`` and a
+notebook call, builds the data, the PruningNet and the validation from the config and runs it.
+The run directory holds ``checkpoint.pt`` (resume state, each epoch), ``pruningnet.pt`` (the final
+hypernetwork, :mod:`metaprune.pruningnet.checkpoint`), ``metrics.json`` and ``tb/``.
+
+The stage's identity (:func:`train_identity`: data set and split options, model and space,
+PruningNet options, optimiser, schedule and the ``train`` options that decide the result; not the
+device, precision, logging or data folder) is stored in every checkpoint, in ``pruningnet.pt``
+and in ``metrics.json``.  A finished run called again with the same identity returns its metrics
+without training; a finished run or a resume with another identity stops with
+:class:`~metaprune.engine.identity.StaleStageError` naming the keys that differ (beyond the
+paper: a reliability rule of this project).
 """
 
 from __future__ import annotations
@@ -18,16 +28,18 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from metaprune.config import build_space, to_dataclass, to_plain
+from metaprune.config import build_space, to_dataclass
 from metaprune.data import build_datasets, make_loader
+from metaprune.data.identity import data_identity, split_identity
+from metaprune.data.recalib import recalibration_batches
 from metaprune.engine import (
     OptimConfig,
     Runtime,
@@ -39,7 +51,8 @@ from metaprune.engine import (
     require_fingerprint,
     seed_everything,
 )
-from metaprune.engine.trainer import StepFn, train_loader
+from metaprune.engine.identity import require_identity
+from metaprune.engine.trainer import StepFn, ValidateFn, train_loader
 from metaprune.io import atomic_write_json, read_json
 from metaprune.models import build_pruned
 from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
@@ -58,6 +71,28 @@ def run_fingerprint(space: ChannelSpace, pcfg: PruningNetConfig) -> str:
     return f"{space.family}:{space.fingerprint}:{pcfg.encoding}-h{pcfg.hidden}{affine}"
 
 
+def train_identity(
+    data: Any,
+    space: ChannelSpace,
+    pcfg: PruningNetConfig,
+    tcfg: TrainConfig,
+    optim: OptimConfig,
+    sched: SchedConfig,
+) -> dict[str, Any]:
+    """What a PruningNet training run's result depends on, keyed like the config groups
+    (``data`` is the ``data`` group; its ``test_limit`` is left out: training never reads the
+    test split)."""
+    data_id = {k: v for k, v in data_identity(data).items() if k != "test_limit"}
+    return {
+        "data": data_id,
+        "model": space.describe(),
+        "pruningnet": asdict(pcfg),
+        "optim": asdict(optim),
+        "sched": asdict(sched),
+        "train": tcfg.identity(),
+    }
+
+
 def pruningnet_step(sampler: ConfigSampler) -> StepFn:
     """The training step: mean loss of the PruningNet over the configs ``sampler`` draws."""
 
@@ -66,6 +101,53 @@ def pruningnet_step(sampler: ConfigSampler) -> StepFn:
         return sum(loss_fn(model(x, c), y) for c in configs) / len(configs)
 
     return step
+
+
+def train_pruningnet(
+    pnet: PruningNet,
+    loader: Iterable[Batch],
+    *,
+    train: TrainConfig | None = None,
+    optim: OptimConfig | None = None,
+    sched: SchedConfig | None = None,
+    sampler: ConfigSampler | None = None,
+    validate: ValidateFn | None = None,
+    out_dir: str | os.PathLike | None = None,
+    identity: Mapping[str, Any] | None = None,
+    runtime: Runtime | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train ``pnet`` in place by stochastic structure sampling on ``loader``.
+
+    ``loader`` is any re-iterable of ``(images, labels)`` batches with a ``len`` (a
+    ``torch.utils.data.DataLoader`` is one); batches are moved to the device.  ``train`` and
+    ``options`` (any :class:`~metaprune.engine.TrainConfig` field, e.g. ``epochs=3``,
+    ``device="cuda"``, ``seed=1``, ``grad_clip=5.0``; ``options`` override ``train``) set the
+    loop; ``optim`` and ``sched`` the SGD recipe.  ``sampler`` draws each step's configs (default:
+    the ``sampling`` and ``sandwich`` options).  ``validate(pnet)`` is called after every epoch
+    and returns scalars for the history (see :func:`score_config` for scoring a config).
+    ``out_dir`` receives a checkpoint each epoch (``resume=True`` continues one) and TensorBoard
+    scalars; ``None`` writes nothing.  ``identity`` is stored in the checkpoints and checked on
+    resume (:class:`~metaprune.engine.Trainer`).  Returns ``{epochs, steps, seconds, history,
+    val}`` (``val``: the last validation).
+    """
+    tcfg = replace(train or TrainConfig(), **options)
+    sampler = sampler or ConfigSampler(pnet.space, tcfg.sampling, tcfg.sandwich)
+    trainer = Trainer(
+        pnet,
+        loader,
+        out_dir,
+        train=tcfg,
+        optim=optim,
+        sched=sched,
+        step_fn=pruningnet_step(sampler),
+        validate_fn=validate,
+        fingerprint=run_fingerprint(pnet.space, pnet.config),
+        identity=identity,
+        meta=pruningnet_meta(pnet),
+        runtime=runtime,
+    )
+    return trainer.fit()
 
 
 def reference_configs(space: ChannelSpace) -> dict[str, ChannelConfig]:
@@ -89,13 +171,19 @@ def score_config(
     return evaluate(net, batches)[0]
 
 
-def _finished(out_dir: Path, fingerprint: str, epochs: int) -> dict[str, Any] | None:
+def _finished(
+    out_dir: Path, fingerprint: str, identity: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The metrics of a finished run of this identity in ``out_dir``, ``None`` if there is none;
+    a finished run of another identity raises ``StaleStageError``."""
     path = out_dir / METRICS_FILE
     if not (path.is_file() and (out_dir / PRUNINGNET_FILE).is_file()):
         return None
     metrics = read_json(path)
     require_fingerprint(path, metrics.get("fingerprint"), fingerprint)
-    return metrics if metrics.get("epochs", 0) >= epochs else None
+    fresh = f"delete {out_dir} or choose another run directory"
+    require_identity(path, metrics.get("identity"), identity, fresh)
+    return metrics
 
 
 def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -105,56 +193,66 @@ def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     tcfg = to_dataclass(TrainConfig, cfg.get("train"))
     pcfg = to_dataclass(PruningNetConfig, cfg.get("pruningnet"))
+    ocfg = to_dataclass(OptimConfig, cfg.get("optim"))
+    scfg = to_dataclass(SchedConfig, cfg.get("sched"))
     rt = Runtime.setup(tcfg.device, tcfg.amp, tcfg.channels_last)
     data = build_datasets(cfg.data)
     space = build_space(cfg.model, cfg.get("space"), data.input_shape, data.num_classes)
     fingerprint = run_fingerprint(space, pcfg)
-    done = _finished(out_dir, fingerprint, tcfg.epochs)
+    identity = train_identity(cfg.data, space, pcfg, tcfg, ocfg, scfg)
+    done = _finished(out_dir, fingerprint, identity)
     if done is not None:
         log.info("%s already holds a finished PruningNet run; skipping", out_dir)
         return done
 
     seed_everything(tcfg.seed)
     pnet = create_pruningnet(space, **asdict(pcfg))
+    pnet.train_split = split_identity(cfg.data, "train", len(data.train))
     loader = train_loader(data.train, tcfg, rt)
-    recal_loader = make_loader(
-        data.train, tcfg.batch_size, train=True, device=rt.device, seed=tcfg.seed + 1
-    )
-    recalib = list(itertools.islice(recal_loader, tcfg.recalib_batches))
-    val_loader = make_loader(data.search, tcfg.eval_batch_size, train=False, device=rt.device)
     refs = reference_configs(space)
+    validate = None
+    if len(data.search):
+        n_recal = max(1, min(tcfg.recalib_batches, len(data.train) // tcfg.batch_size))
+        recalib = recalibration_batches(
+            data.train,
+            n_recal,
+            tcfg.batch_size,
+            augment=tcfg.recalib_augment,
+            seed=tcfg.seed + 1,
+            device=rt.device,
+        )
+        val_loader = make_loader(data.search, tcfg.eval_batch_size, train=False, device=rt.device)
 
-    def validate(model: PruningNet) -> dict[str, float]:
-        return {
-            f"acc_{k}": score_config(
-                model, c, recalib, itertools.islice(val_loader, tcfg.val_batches)
-            )
-            for k, c in refs.items()
-        }
+        def validate(model: PruningNet) -> dict[str, float]:
+            return {
+                f"acc_{k}": score_config(
+                    model, c, recalib, itertools.islice(val_loader, tcfg.val_batches)
+                )
+                for k, c in refs.items()
+            }
 
-    trainer = Trainer(
+    result = train_pruningnet(
         pnet,
         loader,
-        out_dir,
         train=tcfg,
-        optim=to_dataclass(OptimConfig, cfg.get("optim")),
-        sched=to_dataclass(SchedConfig, cfg.get("sched")),
-        step_fn=pruningnet_step(ConfigSampler(space, tcfg.sampling, tcfg.sandwich)),
-        validate_fn=validate if len(data.search) else None,
-        fingerprint=fingerprint,
-        meta={**pruningnet_meta(pnet), "config": to_plain(cfg)},
+        optim=ocfg,
+        sched=scfg,
+        validate=validate,
+        out_dir=out_dir,
+        identity=identity,
         runtime=rt,
     )
-    result = trainer.fit()
     metrics = {
         "fingerprint": fingerprint,
+        "identity": identity,
         "space": space.describe(),
         "pruningnet": asdict(pcfg),
+        "train_split": pnet.train_split,
         "reference_widths": {k: list(c.width_tuple()) for k, c in refs.items()},
         **result,
     }
     if rt.is_main:
-        save_pruningnet(out_dir / PRUNINGNET_FILE, pnet)
+        save_pruningnet(out_dir / PRUNINGNET_FILE, pnet, identity)
         atomic_write_json(out_dir / METRICS_FILE, metrics)
     rt.barrier()
     return metrics

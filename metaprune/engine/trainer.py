@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from metaprune.data import Loader, make_loader
 from metaprune.engine.checkpoint import CheckpointStore
+from metaprune.engine.identity import require_identity
 from metaprune.engine.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
 from metaprune.engine.runtime import Runtime, get_rng_state, seed_everything, set_rng_state
 from metaprune.io import CheckpointError
@@ -92,6 +93,27 @@ class TrainConfig:
     """Training batches used to recalibrate BN statistics before validating a configuration."""
     val_batches: int | None = None
     """Cap on the validation batches (of ``eval_batch_size``); null = the whole split."""
+    recalib_augment: bool = True
+    """PruningNet validation: recalibrate BN on augmented training batches (the paper's training
+    batches) or, false, on clean ones (like ``search.scorer.recalib_augment``)."""
+
+    def identity(self) -> dict[str, Any]:
+        """The options that decide a run's result: all but :data:`EXECUTION_OPTIONS`."""
+        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_OPTIONS}
+
+
+EXECUTION_OPTIONS = (
+    "amp",
+    "channels_last",
+    "compile",
+    "device",
+    "deterministic",
+    "resume",
+    "log_every",
+    "progress",
+)
+"""``train`` options that change how a run executes, not what it computes from: left out of a
+stage's identity (mixed precision and kernel choice move results only by rounding)."""
 
 
 def train_loader(dataset: Any, cfg: TrainConfig, rt: Runtime) -> Loader:
@@ -137,18 +159,23 @@ def _plain_json(obj: Any) -> Any:
 class Trainer:
     """Trains ``model`` on ``loader`` with ``step_fn``; see the module docstring.
 
-    ``loader`` yields ``(x, y)`` already on the runtime's device and sharded for this rank; if it
-    has ``set_epoch`` it is called each epoch.  ``validate_fn`` is called on rank 0 after every
-    epoch with the unwrapped model and returns scalars for the log.  ``fingerprint`` identifies
-    the job (e.g. the channel space): a checkpoint with another one is refused.  ``meta`` is plain
-    JSON stored in every checkpoint (e.g. the space description and the run configuration).
+    ``loader`` yields ``(x, y)`` sharded for this rank (moved to the runtime's device if they are
+    not there); if it has ``set_epoch`` it is called each epoch.  ``validate_fn`` is called on
+    rank 0 after every epoch with the unwrapped model and returns scalars for the log.
+    ``out_dir`` receives the checkpoints and TensorBoard scalars; ``None`` writes nothing (and
+    cannot resume).  ``fingerprint`` identifies the job (e.g. the channel space): a checkpoint
+    with another one is refused.  ``identity`` (plain JSON, :mod:`metaprune.engine.identity`) is
+    what the run's result depends on: it is stored in every checkpoint and a resume from a
+    checkpoint of another identity raises :class:`~metaprune.engine.identity.StaleStageError`
+    naming the keys that differ.  ``meta`` is plain JSON stored in every checkpoint (e.g. the
+    space description).
     """
 
     def __init__(
         self,
         model: nn.Module,
         loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-        out_dir: str | os.PathLike,
+        out_dir: str | os.PathLike | None,
         *,
         train: TrainConfig | None = None,
         optim: OptimConfig | None = None,
@@ -156,6 +183,7 @@ class Trainer:
         step_fn: StepFn = supervised_step,
         validate_fn: ValidateFn | None = None,
         fingerprint: str = "",
+        identity: Mapping[str, Any] | None = None,
         meta: Mapping[str, Any] | None = None,
         runtime: Runtime | None = None,
         find_unused_parameters: bool = False,
@@ -171,12 +199,13 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.loader = loader
         self.step_fn = step_fn
         self.validate_fn = validate_fn
         engine_cfg = {"train": cfg, "optim": self.optim_cfg, "sched": self.sched_cfg}
         self.meta = _plain_json({**(meta or {}), **{k: asdict(v) for k, v in engine_cfg.items()}})
+        self.identity = _plain_json(dict(identity)) if identity is not None else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
         n = len(loader)  # type: ignore[arg-type]
@@ -199,10 +228,22 @@ class Trainer:
         self.step = 0  # completed optimisation steps
         self.history: list[dict[str, float]] = []
 
-        self.store = CheckpointStore(self.out_dir, fingerprint)
-        if cfg.resume:
+        self.store = (
+            CheckpointStore(self.out_dir, fingerprint) if self.out_dir is not None else None
+        )
+        if self.store is None:
+            if cfg.resume:
+                raise ValueError("train.resume needs an output directory to resume from")
+        elif cfg.resume:
             state = self.store.load()
             if state is not None:
+                if self.identity is not None:
+                    require_identity(
+                        self.out_dir,
+                        state.get("identity"),
+                        self.identity,
+                        f"delete {self.out_dir} or choose another output directory",
+                    )
                 self._restore(state)
         elif self.store.exists():
             raise CheckpointError(
@@ -234,6 +275,7 @@ class Trainer:
             "rng": get_rng_state(),
             "history": self.history,
             "meta": self.meta,
+            "identity": self.identity,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -256,7 +298,7 @@ class Trainer:
         """Train the remaining epochs; returns ``{epochs, steps, seconds, history, val}``."""
         rt, cfg = self.runtime, self.cfg
         t0 = time.perf_counter()
-        if rt.is_main and self.epoch < cfg.epochs:
+        if rt.is_main and self.out_dir is not None and self.epoch < cfg.epochs:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step or None)
@@ -267,11 +309,13 @@ class Trainer:
                 record.update({f"val/{k}": float(v) for k, v in val.items()})
                 self.history.append(record)
                 self.epoch = epoch + 1
-                if rt.is_main:
+                if self.writer is not None:
                     for k, v in val.items():
                         self.writer.add_scalar(f"val/{k}", v, self.step)
                     self.writer.flush()
+                if rt.is_main and self.store is not None:
                     self.store.save(self.state_dict())
+                if rt.is_main:
                     log.info("epoch %d/%d %s", self.epoch, cfg.epochs, record)
                 rt.barrier()
         finally:
@@ -339,6 +383,7 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         rt, cfg = self.runtime, self.cfg
+        x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
         if rt.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         rng = np.random.default_rng([cfg.seed, self.step])
