@@ -7,8 +7,11 @@ file here plus one entry in :data:`STRATEGIES`.
 from metaprune.search.strategies.base import Stage, Strategy
 from metaprune.search.strategies.ga import GeneticAlgorithm
 from metaprune.search.strategies.nsga2 import NSGA2
+from metaprune.search.strategies.random import RandomSearch
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (GeneticAlgorithm, NSGA2)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (GeneticAlgorithm, NSGA2, RandomSearch)
+}
 """Every registered strategy by its ``search.algorithm`` name."""
 
 
@@ -24,4 +27,12 @@ def strategy_class(name: str) -> type[Strategy]:
         ) from None
 
 
-__all__ = ["NSGA2", "STRATEGIES", "GeneticAlgorithm", "Stage", "Strategy", "strategy_class"]
+__all__ = [
+    "NSGA2",
+    "STRATEGIES",
+    "GeneticAlgorithm",
+    "RandomSearch",
+    "Stage",
+    "Strategy",
+    "strategy_class",
+]
