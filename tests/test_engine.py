@@ -23,6 +23,7 @@ from metaprune.engine import (
     lr_factor,
     param_groups,
 )
+from metaprune.engine.identity import StaleStageError
 from metaprune.io import CheckpointError, safe_torch_load
 
 
@@ -73,10 +74,14 @@ def cpu_runtime():
     return Runtime.setup("cpu", amp="off", channels_last=False)
 
 
-def make_trainer(out, epochs=3, resume=False, step_fn=None, fingerprint="fp-a", **train):
+def make_trainer(
+    out, epochs=3, resume=False, step_fn=None, fingerprint="fp-a", identity=None, **train
+):
     x, y = data()
     cfg = TrainConfig(epochs=epochs, batch_size=16, resume=resume, log_every=1, seed=3, **train)
     kw = {"step_fn": step_fn} if step_fn is not None else {}
+    if identity is not None:
+        kw["identity"] = identity
     return Trainer(
         tiny_net(),
         TensorLoader(x, y, 16),
@@ -241,6 +246,35 @@ def test_checkpoint_of_another_space_refused(tmp_path):
     make_trainer(tmp_path, epochs=1, fingerprint="aaaa1111").fit()
     with pytest.raises(CheckpointError, match=r"aaaa1111.*bbbb2222"):
         make_trainer(tmp_path, epochs=1, resume=True, fingerprint="bbbb2222")
+
+
+def test_resume_with_another_identity_refused(tmp_path):
+    """The identity is stored in each checkpoint; a resume with another one stops naming the
+    keys that differ, before anything is loaded; the same identity resumes."""
+    ident = {"train": {"epochs": 1}, "optim": {"lr": 0.05}}
+    make_trainer(tmp_path, epochs=1, identity=ident).fit()
+    assert safe_torch_load(tmp_path / "checkpoint.pt")["identity"] == ident
+    other = {"train": {"epochs": 1}, "optim": {"lr": 0.1}}
+    with pytest.raises(StaleStageError, match=r"optim\.lr: 0\.05 -> 0\.1.*delete"):
+        make_trainer(tmp_path, epochs=1, resume=True, identity=other)
+    assert make_trainer(tmp_path, epochs=1, resume=True, identity=ident).step == 3
+    make_trainer(tmp_path / "old", epochs=1).fit()  # a checkpoint without an identity
+    with pytest.raises(StaleStageError, match="no stage identity"):
+        make_trainer(tmp_path / "old", epochs=1, resume=True, identity=ident)
+
+
+def test_identity_leaves_out_execution_options():
+    a = TrainConfig(epochs=2, device="cuda", amp="bf16", log_every=7, progress=False, resume=True)
+    b = TrainConfig(epochs=2, compile=True, channels_last=True, deterministic=True)
+    assert a.identity() == b.identity() and "epochs" in a.identity()
+    assert TrainConfig(epochs=3).identity() != a.identity()
+
+
+def test_trainer_without_out_dir_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x, y = data()
+    out = Trainer(tiny_net(), TensorLoader(x, y, 16), None, runtime=cpu_runtime()).fit()
+    assert out["steps"] == 3 and not list(tmp_path.iterdir())
 
 
 def test_existing_run_needs_resume(tmp_path):

@@ -345,3 +345,17 @@ def test_search_on_images_the_pruningnet_trained_on_refused(finished_run, tmp_pa
     require_disjoint_search(pnet.train_split, run_cfg().data)  # the held-out split: fine
     require_disjoint_search(pnet.train_split, {**run_cfg().data, "root": "moved", "num_workers": 0})
     require_disjoint_search(pnet.train_split, {"name": "fashion_mnist"})  # other images
+
+
+def test_validation_recalibrates_on_clean_batches_on_request(tmp_path, finished_run):
+    """train.recalib_augment=false: the logged accuracies are those of BN recalibrated on the
+    clean draw (the default run's are those of the augmented one, test_two_step_training_run);
+    the option is part of the identity."""
+    out = train(run_cfg(recalib_augment=False), tmp_path)
+    pnet, data = load_pruningnet(tmp_path), build_datasets(run_cfg().data)
+    clean = recalibration_batches(data.train, 1, 16, augment=False, seed=1)
+    val = [next(iter(make_loader(data.search, 8, train=False)))]
+    for name, config in reference_configs(pnet.space).items():
+        assert score_config(pnet, config, clean, val) == out["val"][f"acc_{name}"], name
+    with pytest.raises(StaleStageError, match=r"train\.recalib_augment: True -> False"):
+        train(run_cfg(recalib_augment=False), finished_run[1])

@@ -12,7 +12,9 @@ Around it the :class:`Trainer` provides what users of this field expect: SGD wit
 bf16 autocast and channels_last on CUDA, optional ``torch.compile``, DDP under ``torchrun`` in the
 same code path, gradient clipping, seeding, a progress bar, TensorBoard scalars and an atomic
 checkpoint each epoch from which ``resume=True`` continues bit-for-bit (model, optimiser,
-scheduler, grad scaler and RNG states).
+scheduler, grad scaler and RNG states).  Each checkpoint stores the run's identity (what its
+result depends on, :mod:`metaprune.engine.identity`); a resume with another identity is refused,
+so a run never continues with the optimiser state or schedule of other hyper-parameters.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ from metaprune.data import Loader, make_loader
 from metaprune.engine.checkpoint import CheckpointStore
 from metaprune.engine.identity import require_identity
 from metaprune.engine.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
-from metaprune.engine.runtime import Runtime, get_rng_state, seed_everything, set_rng_state
+from metaprune.engine.runtime import (
+    Runtime,
+    get_rng_state,
+    seed_everything,
+    set_rng_state,
+    switch,
+)
 from metaprune.io import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -96,6 +104,21 @@ class TrainConfig:
     recalib_augment: bool = True
     """PruningNet validation: recalibrate BN on augmented training batches (the paper's training
     batches) or, false, on clean ones (like ``search.scorer.recalib_augment``)."""
+
+    def validate(self) -> TrainConfig:
+        """Check ranges and switches; raises ``ValueError`` naming the field."""
+        counts = ("epochs", "batch_size", "eval_batch_size", "log_every", "recalib_batches")
+        for name in (*counts, "max_steps_per_epoch", "val_batches"):  # the last two may be null
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {value}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"train.grad_clip must be positive or null, got {self.grad_clip}")
+        switch(self.amp, "train.amp", ("bf16", "fp16"))
+        switch(self.channels_last, "train.channels_last")
+        return self
 
     def identity(self) -> dict[str, Any]:
         """The options that decide a run's result: all but :data:`EXECUTION_OPTIONS`."""
