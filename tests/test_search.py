@@ -16,6 +16,7 @@ from metaprune import create_space
 from metaprune.io import CheckpointError
 from metaprune.search import (
     InfeasibleConstraintError,
+    ScorerConfig,
     SearchConfig,
     default_costs,
     load_search,
@@ -370,6 +371,38 @@ def test_a_new_strategy_is_a_class_and_a_registry_entry(space, tmp_path, monkeyp
     assert all(r["params"] <= 0.8 * mp_ for r in searched)
     assert run.winners[0]["best"] == run.best(flops=0.5, params=0.8)
     assert load_search(tmp_path).front == run.front
+
+
+def test_a_finished_search_is_reused_only_with_the_same_identity(space, tmp_path):
+    from metaprune.engine.identity import StaleStageError
+
+    ident = {"pruningnet": {"sha256": "aa"}, "data": {"name": "fake", "search_size": 0.25}}
+    c = cfg(resume=True)
+    first = run_search(space, Analytic(space), default_costs(space), c, tmp_path, identity=ident)
+    again = Analytic(space)
+    # execution-only settings (device, logging) are not part of it: the search is returned as is
+    c2 = cfg(resume=True, tensorboard=True, scorer=ScorerConfig(device="cuda:3", eval_batch_size=7))
+    same = run_search(space, again, default_costs(space), c2, tmp_path, identity=ident)
+    assert again.calls == 0 and same.table() == first.table()
+    assert load_search(tmp_path).meta["identity"] == {
+        **ident,
+        "search": same.meta["identity"]["search"],
+    }
+    changed = (
+        ({**ident, "pruningnet": {"sha256": "bb"}}, c, "pruningnet.sha256: 'aa' -> 'bb'"),
+        ({**ident, "data": {"name": "fake", "search_size": 0.5}}, c, "data.search_size"),
+        (
+            ident,
+            cfg(resume=True, scorer=ScorerConfig(recalib_batches=3)),
+            "search.scorer.recalib_batches",
+        ),
+        (ident, cfg(resume=True, seed=9), "search.seed: 0 -> 9"),
+    )
+    for identity, settings, key in changed:
+        with pytest.raises(StaleStageError, match=f"{key}.*delete") as e:
+            run_search(space, again, default_costs(space), settings, tmp_path, identity=identity)
+        assert str(tmp_path) in str(e.value)
+    assert again.calls == 0
 
 
 def test_impossible_constraint_names_smallest_value(space, tmp_path):

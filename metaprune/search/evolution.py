@@ -27,7 +27,10 @@ target's winner is the best fully evaluated configuration meeting it, whichever 
 Determinism and resume: all randomness comes from one numpy ``Generator`` seeded by
 ``SearchConfig.seed``.  After every generation the state (stage, generation, population, visited
 set, score cache, RNG state, strategy and scorer state) is written atomically as JSON, and
-``resume=True`` continues from it exactly.  After each generation the engine reports to its
+``resume=True`` continues from it exactly, or returns a finished search as it is, if the
+search's identity (its settings and the caller's inputs: the PruningNet's content hash, the
+data; :mod:`metaprune.engine.identity`) is unchanged; otherwise it stops with
+:class:`~metaprune.engine.identity.StaleStageError` naming the keys that differ.  After each generation the engine reports to its
 callbacks (:mod:`metaprune.search.callbacks`: the log line, TensorBoard).
 """
 
@@ -44,9 +47,10 @@ import numpy as np
 
 from metaprune.cost import cost_model
 from metaprune.cost.proposal import propose
+from metaprune.engine.identity import require_identity
 from metaprune.io import CheckpointError, atomic_write_text, read_json
 from metaprune.search.callbacks import Callback, GenerationReport, LogLine, TensorBoard
-from metaprune.search.config import SearchConfig, config_diff
+from metaprune.search.config import SearchConfig
 from metaprune.search.constraints import Bound, Constraints, CostFn, InfeasibleConstraintError
 from metaprune.search.pareto import pareto_mask
 from metaprune.search.results import SearchRun, write_results
@@ -65,8 +69,14 @@ PILOT = 512
 PROPOSAL_BATCH = 256
 """Aimed candidates drawn per proposal call."""
 STATE_FILE = "search_state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
 Key = tuple[int, ...]
+EXECUTION_ONLY = ("resume", "tensorboard", "latency_table")
+"""Search settings outside the identity: how a run is executed or logged, and the latency
+table's path (the caller's identity holds its content hash)."""
+SCORER_EXECUTION_ONLY = ("device", "resident_mb", "eval_batch_size", "channels_last", "fuse_bn")
+"""Scorer settings outside the identity: where and in which layout or batching the same
+numbers are computed (results move only by rounding); precision (``amp``) is in."""
 
 
 def default_costs(space: ChannelSpace, latency_model: Any = None) -> dict[str, CostFn]:
@@ -77,6 +87,13 @@ def default_costs(space: ChannelSpace, latency_model: Any = None) -> dict[str, C
     if latency_model is not None:
         costs["latency"] = latency_model.predict_many
     return costs
+
+
+def search_identity(cfg: SearchConfig) -> dict[str, Any]:
+    """The search and scorer settings a search's results depend on (plain JSON)."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_ONLY}
+    d["scorer"] = {k: v for k, v in d["scorer"].items() if k not in SCORER_EXECUTION_ONLY}
+    return json.loads(json.dumps(d))
 
 
 def default_callbacks(cfg: SearchConfig, out_dir: str | Path, write: bool) -> list[Callback]:
@@ -103,11 +120,18 @@ class Evolution:
         write: bool = True,
         extra_meta: Mapping[str, Any] | None = None,
         callbacks: Sequence[Callback] | None = None,
+        identity: Mapping[str, Any] | None = None,
     ) -> None:
         self.space, self.scorer, self.cfg = space, scorer, cfg.validate()
         self.out = Path(out_dir)
         self.write = write
         self.extra_meta = dict(extra_meta or {})
+        if identity is not None and "search" in identity:
+            raise ValueError("a search's identity key 'search' is its own settings; use another")
+        self.identity = {
+            "search": search_identity(cfg),
+            **json.loads(json.dumps(dict(identity or {}))),
+        }
         self.callbacks = list(
             default_callbacks(cfg, self.out, write) if callbacks is None else callbacks
         )
@@ -177,7 +201,7 @@ class Evolution:
         return {
             "version": STATE_VERSION,
             "space": self.space.fingerprint,
-            "config": self.cfg.to_dict(),
+            "identity": self.identity,
             "stage": self.stage,
             "generation": self.generation,
             "population": self.population,
@@ -195,11 +219,8 @@ class Evolution:
                 f"{self.state_path} belongs to another space or version "
                 f"(space {st.get('space')}, expected {self.space.fingerprint})"
             )
-        diff = config_diff(st["config"], self.cfg.to_dict(), ignore=("resume", "tensorboard"))
-        if diff:
-            raise CheckpointError(
-                f"cannot resume {self.state_path}: search config differs in {diff}"
-            )
+        fresh = f"delete {self.out} or search into another directory"
+        require_identity(self.state_path, st.get("identity"), self.identity, fresh)
         self.stage, self.generation = int(st["stage"]), int(st["generation"])
         self.population = [list(p) for p in st["population"]]
         self.visited = {tuple(k) for k in st["visited"]}
@@ -367,6 +388,7 @@ class Evolution:
         meta = {
             "space": self.space.describe(),
             "config": self.cfg.to_dict(),
+            "identity": self.identity,
             "costs": sorted(self.constraints.costs),
             "front_costs": self.strategy.front_costs(),
             "max_cost": self.constraints.max_cost,
@@ -415,15 +437,28 @@ def run_search(
     write: bool = True,
     extra_meta: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callback] | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> SearchRun:
     """Run (or resume) a search of ``space`` scored by ``scorer`` under ``costs``.
 
     ``costs`` maps names (flops, params, latency) to functions of a list of configs (see
     :func:`default_costs`).  ``write=False`` (non-zero ranks of a distributed run) computes the
     same search without touching ``out_dir``.  ``callbacks`` replace the default log line and
-    TensorBoard scalars (:func:`default_callbacks`).  Returns the finished :class:`SearchRun`.
+    TensorBoard scalars (:func:`default_callbacks`).  ``identity`` names the inputs beyond the
+    search settings that the result depends on (the PruningNet's hash, the data); with the
+    settings (:func:`search_identity`) it is stored with every checkpoint and the results, and a
+    resume whose identity differs raises :class:`~metaprune.engine.identity.StaleStageError`
+    naming the keys.  Returns the finished :class:`SearchRun`.
     """
     engine = Evolution(
-        space, scorer, costs, cfg, out_dir, write=write, extra_meta=extra_meta, callbacks=callbacks
+        space,
+        scorer,
+        costs,
+        cfg,
+        out_dir,
+        write=write,
+        extra_meta=extra_meta,
+        callbacks=callbacks,
+        identity=identity,
     )
     return engine.run()
