@@ -325,11 +325,26 @@ def test_runtime_options():
 
 
 def test_bf16_autocast_step_on_cpu(tmp_path):
+    """amp=bf16: the forward runs in bfloat16 and its loss is the float32 loss up to bf16
+    rounding."""
     x, y = data(32)
     cfg = TrainConfig(epochs=1, batch_size=16, amp="bf16", channels_last="true")
     rt = Runtime.setup("cpu", amp=cfg.amp, channels_last=cfg.channels_last)
-    out = Trainer(tiny_net(), TensorLoader(x, y, 16), tmp_path, train=cfg, runtime=rt).fit()
-    assert math.isfinite(out["history"][0]["train_loss"])
+    seen = []
+
+    def step(model, x, y, rng, loss_fn):
+        logits = model(x)
+        with torch.autocast("cpu", enabled=False):
+            ref = loss_fn(model(x), y)
+        loss = loss_fn(logits, y)
+        seen.append((logits.dtype, loss.item(), ref.item()))
+        return loss
+
+    net = tiny_net(dropout=0.0)
+    out = Trainer(net, TensorLoader(x, y, 16), tmp_path, train=cfg, runtime=rt, step_fn=step).fit()
+    assert [s[0] for s in seen] == [torch.bfloat16] * 2
+    assert all(a == pytest.approx(b, rel=2e-2) for _, a, b in seen), seen
+    assert out["history"][0]["train_loss"] == pytest.approx(sum(s[1] for s in seen) / 2)
 
 
 def _ddp_worker(rank, world, port, out, x, y):

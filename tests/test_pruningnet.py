@@ -214,3 +214,25 @@ def test_threads_running_different_configs_match_sequential(training: bool, tiny
         assert len(outs) == rounds
         for out in outs:
             assert torch.equal(out, expected[k]), (k, training)
+
+
+def test_save_and_load_round_trip(tiny_space, tmp_path) -> None:
+    """save_pruningnet writes what load_pruningnet rebuilds: the same outputs for any config,
+    the split it was trained on and the identity; a file refuses another space."""
+    from metaprune.io import CheckpointError, safe_torch_load
+    from metaprune.pruningnet import load_pruningnet, save_pruningnet
+
+    space = tiny_space("mobilenet_v2")
+    pnet = create_pruningnet(space, hidden=8, bn_affine=True).eval()
+    randomise_state(pnet)
+    pnet.train_split = {"dataset": {"name": "fake"}, "split": "train", "size": 3}
+    path = save_pruningnet(tmp_path, pnet, identity={"train": {"epochs": 1}})
+    assert path == tmp_path / "pruningnet.pt"
+    assert safe_torch_load(path)["identity"] == {"train": {"epochs": 1}}
+    back = load_pruningnet(tmp_path).eval()
+    assert back.config == pnet.config and back.train_split == pnet.train_split
+    x, cfg = batch(space), space.sample(3)
+    with torch.no_grad():
+        assert torch.equal(back(x, cfg), pnet(x, cfg))
+    with pytest.raises(CheckpointError, match=tiny_space("resnet20").fingerprint):
+        load_pruningnet(path, space=tiny_space("resnet20"))
