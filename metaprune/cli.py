@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from metaprune.config import use_supernet
 from metaprune.io import run_lock
-from metaprune.schema import CONF_DIR, register_configs
+from metaprune.schema import CONF_DIR, check_config, register_configs
 
 USAGE = """usage: metaprune {train,search,retrain,pipeline} [key=value ...]
        metaprune latency {build,validate} [key=value | --key value ...]
@@ -71,10 +71,12 @@ _COMMANDS: dict[str, Callable[[DictConfig], None]] = {
 
 
 def _started(cmd: str) -> Callable[[DictConfig], None]:
-    """Command ``cmd`` holding the lock of its run directory (rank 0 of a ``torchrun`` job
-    takes it for all ranks), so a second job into the same directory fails at once."""
+    """Command ``cmd`` after the start-up checks of every config group (:func:`check_config`),
+    holding the lock of its run directory (rank 0 of a ``torchrun`` job takes it for all
+    ranks), so a bad value or a second job into the same directory fails at once."""
 
     def run(cfg: DictConfig) -> None:
+        check_config(cfg)
         if int(os.environ.get("RANK", "0")) != 0:
             return _COMMANDS[cmd](cfg)
         with run_lock(cfg.run_dir, f"metaprune {cmd}"):

@@ -10,36 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from metaprune.groups import to_dataclass as to_dataclass  # re-exported for the stages
+from metaprune.groups import to_plain
 from metaprune.models import create_space
 from metaprune.models.registry import space_differences
 from metaprune.space import ChannelSpace
-
-T = TypeVar("T")
-
-
-def to_plain(cfg: Any) -> dict[str, Any]:
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg or {})
-
-
-def to_dataclass(schema: type[T], group: Any) -> T:
-    """The dataclass ``schema`` filled from a config group (an instance of it, a ``DictConfig``, a
-    mapping, or ``None`` for the defaults); unknown keys raise ``ValueError`` naming them."""
-    if isinstance(group, schema):
-        return group
-    values = to_plain(group)
-    known = {f.name for f in fields(schema)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {schema.__name__} field(s) {unknown}; known: {sorted(known)}")
-    return schema(**values)
 
 
 def build_space(
@@ -91,12 +71,17 @@ def check_supernet(cfg: DictConfig, supernet: str | os.PathLike) -> None:
         )
 
 
+def supernet_path(cfg: DictConfig, run_dir: str | os.PathLike) -> str:
+    """The PruningNet a run searches with: ``cfg.supernet``, else ``run_dir/train``."""
+    return str(cfg.get("supernet") or Path(run_dir) / "train")
+
+
 def use_supernet(cfg: DictConfig, run_dir: str | os.PathLike) -> str:
     """The trained PruningNet of a run (``cfg.supernet``, else ``run_dir/train``); also made the
     default of ``retrain.pruningnet``, from which ``retrain.init=inherit`` generates weights.  A
     ``cfg.supernet`` of another space than the config's is refused here, before any stage runs
     (:func:`check_supernet`)."""
-    supernet = str(cfg.get("supernet") or Path(run_dir) / "train")
+    supernet = supernet_path(cfg, run_dir)
     if cfg.get("supernet"):
         check_supernet(cfg, supernet)
     if cfg.retrain.get("pruningnet") is None:

@@ -2,7 +2,11 @@
 
 Every config group is backed by the dataclass of the module that uses it, so a misspelt key or a
 wrong type fails when the configuration is composed, before any work starts (DESIGN.md:
-"config groups named like the code").
+"config groups named like the code").  Hydra types the groups it composes; :func:`check_config`
+(run by :func:`load_config` and by every ``metaprune`` command before its stage starts) also
+range-checks each of them, builds the model's space, and checks the keys Hydra cannot type:
+``retrain.train`` / ``retrain.optim`` / ``retrain.sched`` overrides, merged onto their groups as
+retraining will merge them.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from metaprune.config import build_space, supernet_path
 from metaprune.data import DataConfig
 from metaprune.engine import OptimConfig, SchedConfig, TrainConfig
+from metaprune.groups import ConfigError, to_dataclass, to_plain
 from metaprune.pruningnet import PruningNetConfig
 from metaprune.retrain import RetrainConfig
 from metaprune.search.config import SearchConfig
@@ -87,8 +93,44 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="schema", node=AppConfig)
 
 
+_GROUPS = {
+    "data": DataConfig,
+    "pruningnet": PruningNetConfig,
+    "optim": OptimConfig,
+    "sched": SchedConfig,
+    "train": TrainConfig,
+    "search": SearchConfig,
+    "pipeline": PipelineConfig,
+}
+_RETRAIN_OVERRIDES = {"train": TrainConfig, "optim": OptimConfig, "sched": SchedConfig}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Type- and range-check every group of a composed run configuration, before any stage
+    runs: an unknown key, a wrong type or a value out of range raises an error naming the key
+    (``retrain.train.epohcs``, ``search.population``, ``model: unknown model family``)."""
+    for name, schema in _GROUPS.items():
+        to_dataclass(schema, cfg.get(name), name)
+    to_dataclass(ModelConfig, cfg.get("model"), "model")
+    to_dataclass(SpaceConfig, cfg.get("space"), "space")
+    try:
+        build_space(cfg.model, cfg.get("space"))  # family, options, choices (data dims later)
+    except ValueError as e:
+        raise ConfigError(f"model / space: {e}") from e
+    retrain = to_plain(cfg.get("retrain"))
+    # init=inherit uses the run's PruningNet unless told: the default the commands fill in
+    retrain["pruningnet"] = retrain.get("pruningnet") or supernet_path(cfg, cfg.run_dir)
+    rcfg = to_dataclass(RetrainConfig, retrain, "retrain")
+    for name, schema in _RETRAIN_OVERRIDES.items():
+        merged = {**to_plain(cfg.get(name)), **getattr(rcfg, name)}
+        to_dataclass(schema, merged, f"retrain.{name}")
+
+
 def load_config(overrides: list[str] | None = None) -> DictConfig:
-    """The composed configuration with Hydra overrides, for notebooks and tests (no run dir)."""
+    """The composed and checked (:func:`check_config`) configuration with Hydra overrides, for
+    notebooks and tests (no run dir)."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []))
+        cfg = compose(config_name="config", overrides=list(overrides or []))
+    check_config(cfg)
+    return cfg

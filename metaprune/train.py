@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from metaprune.config import build_space, to_dataclass
+from metaprune.config import build_space
 from metaprune.data import build_datasets, make_loader
 from metaprune.data.identity import data_identity, split_identity
 from metaprune.data.recalib import recalibration_batches
@@ -53,6 +53,7 @@ from metaprune.engine import (
 )
 from metaprune.engine.identity import require_identity
 from metaprune.engine.trainer import StepFn, ValidateFn, train_loader
+from metaprune.groups import to_dataclass
 from metaprune.io import atomic_write_json, read_json
 from metaprune.models import build_pruned
 from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
@@ -191,10 +192,10 @@ def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
     train) into ``out_dir``; returns the metrics also written to ``metrics.json``."""
     out_dir = Path(out_dir)
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-    tcfg = to_dataclass(TrainConfig, cfg.get("train"))
-    pcfg = to_dataclass(PruningNetConfig, cfg.get("pruningnet"))
-    ocfg = to_dataclass(OptimConfig, cfg.get("optim"))
-    scfg = to_dataclass(SchedConfig, cfg.get("sched"))
+    tcfg = to_dataclass(TrainConfig, cfg.get("train"), "train")
+    pcfg = to_dataclass(PruningNetConfig, cfg.get("pruningnet"), "pruningnet")
+    ocfg = to_dataclass(OptimConfig, cfg.get("optim"), "optim")
+    scfg = to_dataclass(SchedConfig, cfg.get("sched"), "sched")
     rt = Runtime.setup(tcfg.device, tcfg.amp, tcfg.channels_last)
     data = build_datasets(cfg.data)
     space = build_space(cfg.model, cfg.get("space"), data.input_shape, data.num_classes)

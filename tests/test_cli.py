@@ -78,3 +78,13 @@ def test_supernet_of_another_space_fails_at_start_up(
               f"run_dir={run_dir}"])  # fmt: skip
     assert "SupernetMismatchError" in capsys.readouterr().err
     assert not (run_dir / "train").exists()
+
+
+def test_a_typo_in_a_retrain_override_fails_before_training(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit):
+        main(["pipeline", "experiment=tiny", "+retrain.train.epohcs=3", f"run_dir={tmp_path}"])
+    assert "retrain.train.epohcs" in capsys.readouterr().err
+    assert not (tmp_path / "train").exists()

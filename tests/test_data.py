@@ -15,6 +15,7 @@ from torchvision.io import decode_jpeg, encode_jpeg, read_file
 from metaprune.data import (
     DataConfig,
     DataError,
+    as_data_config,
     balanced_subset,
     build_datasets,
     make_loader,
@@ -23,6 +24,7 @@ from metaprune.data import (
 )
 from metaprune.data import cifar as cifar_module
 from metaprune.data import fashion_mnist as fashion_mnist_module
+from metaprune.groups import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
@@ -92,7 +94,7 @@ def test_fake_one_channel_small_size():
 def test_bad_config_errors():
     with pytest.raises(DataError, match="unknown data set"):
         build_datasets({"name": "mnist"})
-    with pytest.raises(DataError, match="bogus"):
+    with pytest.raises(ConfigError, match=r"data\.bogus"):
         build_datasets({"name": "fake", "bogus": 1})
     with pytest.raises(DataError, match="search_size"):
         build_datasets(fake(search_size=200))
@@ -102,6 +104,23 @@ def test_bad_config_errors():
         build_datasets({"name": "fashion_mnist", "image_size": 64})
     with pytest.raises(DataError, match=r"needs data\.root"):
         build_datasets({"name": "imagefolder"})
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        ({"train_limit": 0}, DataError, r"data\.train_limit=0"),
+        ({"search_size": -0.1}, DataError, r"data\.search_size=-0\.1"),
+        ({"fake_channels": 2}, DataError, r"data\.fake_channels"),
+        ({"num_workers": -1}, DataError, r"data\.num_workers=-1"),
+        ({"image_size": 2}, DataError, r"data\.image_size=2"),
+        ({"fake_size": "many"}, ConfigError, r"data\.fake_size: Value 'many'"),
+    ],
+)
+def test_data_config_is_checked_without_reading_data(bad, error, match):
+    with pytest.raises(error, match=match):
+        as_data_config({"name": "fake", **bad})
+    assert as_data_config({"name": "fake", "fake_size": "64"}).fake_size == 64  # typed
 
 
 # ---------------------------------------------------------------- loader

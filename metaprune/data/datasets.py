@@ -16,18 +16,19 @@ subset of each split, for runs on a small budget; the splits stay disjoint.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from metaprune.data import cifar, fashion_mnist
 from metaprune.data.fake import make_fake
 from metaprune.data.folder import load_image_folder
 from metaprune.data.images import DataError, ImageSet
+from metaprune.groups import to_dataclass
 
 NAMES = ("fashion_mnist", "cifar10", "imagefolder", "fake")
 DEFAULT_ROOTS = {
@@ -76,6 +77,43 @@ class DataConfig:
     download: bool = False
     """Fetch the data set with torchvision's downloader if it is not found (needs internet)."""
 
+    def validate(self) -> DataConfig:
+        """Check names and ranges without touching the disk; raises :class:`DataError` naming
+        the field."""
+        if self.name not in NAMES:
+            raise DataError(f"unknown data set data.name={self.name!r}; known: {', '.join(NAMES)}")
+        _check_size(self.search_size, "data.search_size")
+        for what in ("train_limit", "search_limit", "test_limit"):
+            limit = getattr(self, what)
+            if limit is not None and limit < 1:
+                raise DataError(f"data.{what}={limit}: expected a positive count or null")
+        if self.image_size is not None:
+            if self.name not in ("imagefolder", "fake"):
+                raise DataError(
+                    f"data.image_size applies to imagefolder and fake, not to {self.name}"
+                )
+            if self.image_size < 4:
+                raise DataError(f"data.image_size={self.image_size}: expected >= 4")
+        if self.name == "imagefolder" and self.root is None:
+            raise DataError(
+                "data.name=imagefolder needs data.root (a folder with train/ and "
+                "val/ sub-folders of class folders)"
+            )
+        if self.name == "fake" and not (
+            self.fake_size >= 1
+            and self.fake_test_size >= 1
+            and self.fake_classes >= 2
+            and self.fake_channels in (1, 3)
+        ):
+            raise DataError(
+                "data.fake_size and data.fake_test_size must be >= 1, data.fake_classes >= 2 "
+                f"and data.fake_channels 1 or 3; got {self.fake_size}, {self.fake_test_size}, "
+                f"{self.fake_classes}, {self.fake_channels}"
+            )
+        if self.num_workers < 0:
+            raise DataError(f"data.num_workers={self.num_workers}: expected >= 0")
+        return self
+
 
 @dataclass
 class Datasets:
@@ -101,15 +139,10 @@ class Datasets:
 
 
 def as_data_config(cfg: DataConfig | DictConfig | Mapping[str, Any]) -> DataConfig:
-    """A :class:`DataConfig` from itself, an OmegaConf node or a plain mapping."""
-    if isinstance(cfg, DataConfig):
-        return cfg
-    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    known = {f.name for f in fields(DataConfig)}
-    unknown = sorted(set(plain) - known)
-    if unknown:
-        raise DataError(f"unknown data config field(s) {unknown}; known: {sorted(known)}")
-    return DataConfig(**plain)
+    """A checked :class:`DataConfig` from itself, an OmegaConf node or a plain mapping
+    (:func:`metaprune.groups.to_dataclass`: an unknown key or a wrong type is a ``ConfigError``,
+    a bad value a :class:`DataError`, each naming the field)."""
+    return to_dataclass(DataConfig, cfg, "data")
 
 
 def balanced_subset(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -129,9 +162,13 @@ def balanced_subset(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.
     return np.sort(perm[take])
 
 
-def _count(size: float, n: int, what: str) -> int:
+def _check_size(size: float, what: str) -> None:
     if size < 0 or (size >= 1 and size != int(size)):
         raise DataError(f"{what}={size}: expected a fraction in [0, 1) or a whole count")
+
+
+def _count(size: float, n: int, what: str) -> int:
+    _check_size(size, what)
     k = round(size * n) if size < 1 else int(size)
     if k >= n:
         raise DataError(
@@ -156,8 +193,6 @@ def split_train_search(
 def _limit(images: ImageSet, limit: int | None, seed: int, stream: int, what: str) -> ImageSet:
     if limit is None or limit >= len(images):
         return images
-    if limit < 1:
-        raise DataError(f"data.{what}={limit}: expected a positive count or null")
     idx = balanced_subset(images.labels.numpy(), limit, np.random.default_rng([seed, stream]))
     return images.subset(idx)
 
@@ -190,8 +225,6 @@ def _find_or_download(
 
 def _load(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
     """(official training set, official test set)."""
-    if cfg.name in ("fashion_mnist", "cifar10") and cfg.image_size is not None:
-        raise DataError(f"data.image_size applies to imagefolder and fake, not to {cfg.name}")
     if cfg.name == "fashion_mnist":
         root = _find_or_download(
             cfg,
@@ -207,11 +240,6 @@ def _load(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
         root = _find_or_download(cfg, cifar.find_layout, cifar.download_cifar10, cifar.HOW_TO_GET)
         return cifar.load_cifar10(root, "train"), cifar.load_cifar10(root, "test")
     if cfg.name == "imagefolder":
-        if cfg.root is None:
-            raise DataError(
-                "data.name=imagefolder needs data.root (a folder with train/ and "
-                "val/ sub-folders of class folders)"
-            )
         root, size = Path(cfg.root), cfg.image_size or 224
         if not root.is_dir():
             raise DataError(f"image folder {root} does not exist")

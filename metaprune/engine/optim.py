@@ -34,6 +34,19 @@ class OptimConfig:
     weight_decay: float = 4e-5
     """L2 weight decay on conv/linear weights; never on BN parameters or biases."""
 
+    def validate(self) -> OptimConfig:
+        """Check names and ranges; raises ``ValueError`` naming the field."""
+        if self.name != "sgd":
+            raise ValueError(f"unknown optimizer optim.name={self.name!r}; implemented: ['sgd']")
+        if not self.lr > 0:
+            raise ValueError(f"optim.lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ValueError(
+                f"optim.momentum must be in [0, 1) and optim.weight_decay >= 0, got "
+                f"{self.momentum}, {self.weight_decay}"
+            )
+        return self
+
 
 @dataclass
 class SchedConfig:
@@ -45,6 +58,19 @@ class SchedConfig:
     """Epochs of linear warm-up from ``lr / warmup_steps`` to ``lr`` (may be fractional)."""
     final_factor: float = 0.0
     """Learning rate at the end of training, as a fraction of the peak ``lr``."""
+
+    def validate(self) -> SchedConfig:
+        """Check names and ranges; raises ``ValueError`` naming the field."""
+        if self.name not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule sched.name={self.name!r}; choose one of {list(SCHEDULES)}"
+            )
+        if self.warmup_epochs < 0 or not 0 <= self.final_factor <= 1:
+            raise ValueError(
+                f"sched.warmup_epochs must be >= 0 and sched.final_factor in [0, 1], "
+                f"got {self.warmup_epochs}, {self.final_factor}"
+            )
+        return self
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -73,10 +99,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """SGD over :func:`param_groups` of ``model``."""
-    if cfg.name != "sgd":
-        raise ValueError(f"unknown optimizer {cfg.name!r}; implemented: ['sgd']")
-    if not cfg.lr > 0:
-        raise ValueError(f"optim.lr must be positive, got {cfg.lr}")
+    cfg.validate()
     return torch.optim.SGD(
         param_groups(model, cfg.weight_decay),
         lr=cfg.lr,
@@ -103,11 +126,5 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_steps: int, steps_per_epoch: int
 ) -> LambdaLR:
     """A per-step :class:`LambdaLR` following :func:`lr_factor` (call ``.step()`` every step)."""
-    if cfg.name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {cfg.name!r}; choose one of {list(SCHEDULES)}")
-    if cfg.warmup_epochs < 0 or not 0 <= cfg.final_factor <= 1:
-        raise ValueError(
-            f"sched.warmup_epochs must be >= 0 and sched.final_factor in [0, 1], "
-            f"got {cfg.warmup_epochs}, {cfg.final_factor}"
-        )
+    cfg.validate()
     return LambdaLR(optimizer, lambda s: lr_factor(cfg, s, total_steps, steps_per_epoch))

@@ -22,7 +22,7 @@ _OFF = {"false", "off", "no", "none", "0", ""}
 _ON = {"true", "on", "yes", "1"}
 
 
-def _switch(value: Any, name: str, extra: tuple[str, ...] = ()) -> str:
+def switch(value: Any, name: str, extra: tuple[str, ...] = ()) -> str:
     """Normalise a bool-or-string option to ``"auto"``, ``"on"``, ``"off"`` or one of ``extra``."""
     s = str(value).strip().lower()
     if s in _OFF:
@@ -63,7 +63,7 @@ class Runtime:
         if world_size > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         cuda = dev.type == "cuda"
-        mode = _switch(amp, "train.amp", ("bf16", "fp16"))
+        mode = switch(amp, "train.amp", ("bf16", "fp16"))
         if mode == "fp16" and not cuda:
             raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 or off on CPU")
         amp_dtype = {
@@ -73,7 +73,7 @@ class Runtime:
             "fp16": torch.float16,
             "off": None,
         }[mode]
-        cl = _switch(channels_last, "train.channels_last")
+        cl = switch(channels_last, "train.channels_last")
         return cls(
             dev, rank, world_size, local_rank, amp_dtype, cuda if cl == "auto" else cl == "on"
         )

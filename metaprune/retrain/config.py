@@ -14,10 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from metaprune.config import to_plain
 from metaprune.export import FORMATS
+from metaprune.groups import to_dataclass
 
 INITS = ("scratch", "inherit")
 
@@ -100,9 +98,4 @@ class RetrainConfig:
     @classmethod
     def from_any(cls, group: Any) -> RetrainConfig:
         """A validated config from itself, a mapping or an OmegaConf node (unknown keys fail)."""
-        if isinstance(group, cls):
-            return group.validate()
-        merged = OmegaConf.merge(OmegaConf.structured(cls), to_plain(group))
-        out = OmegaConf.to_object(merged)
-        assert isinstance(out, cls)
-        return out.validate()
+        return to_dataclass(cls, group, "retrain")

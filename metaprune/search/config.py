@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from metaprune.groups import to_dataclass
 
 COSTS = ("flops", "params", "latency")
 
@@ -169,12 +171,7 @@ class SearchConfig:
     @classmethod
     def from_any(cls, cfg: SearchConfig | Mapping[str, Any] | DictConfig | None) -> SearchConfig:
         """A validated config from a dataclass, a dict or an OmegaConf node (unknown keys fail)."""
-        if isinstance(cfg, SearchConfig):
-            return cfg.validate()
-        merged = OmegaConf.merge(OmegaConf.structured(cls), cfg or {})
-        out = OmegaConf.to_object(merged)
-        assert isinstance(out, SearchConfig)
-        return out.validate()
+        return to_dataclass(cls, cfg, "search")
 
 
 def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...]) -> list[str]:
