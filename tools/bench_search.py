@@ -163,12 +163,9 @@ def padding(args: argparse.Namespace) -> list[str]:
 
 def brief_pruningnet(args: argparse.Namespace, data) -> Path:
     """A ResNet-20 PruningNet trained for ``--train-steps`` SGD steps of stochastic structure
-    sampling on Fashion-MNIST (enough for candidates to score differently), saved as
-    ``metaprune.train`` saves one."""
-    from dataclasses import asdict
-
-    from metaprune.io import atomic_torch_save
-    from metaprune.pruningnet.checkpoint import FORMAT, PRUNINGNET_FILE
+    sampling on Fashion-MNIST (enough for candidates to score differently), saved with
+    ``save_pruningnet``."""
+    from metaprune.pruningnet import save_pruningnet
 
     space = fmnist_space()
     torch.manual_seed(0)
@@ -185,10 +182,7 @@ def brief_pruningnet(args: argparse.Namespace, data) -> Path:
         sched.step()
         if step % 25 == 0:
             print(f"train step {step}: loss {loss.item():.3f}", flush=True)
-    path = Path(args.out) / PRUNINGNET_FILE
-    state = {"space": space.describe(), "pruningnet": asdict(pnet.config)}
-    atomic_torch_save(path, {"format": FORMAT, **state, "state_dict": pnet.state_dict()})
-    return path
+    return save_pruningnet(Path(args.out) / "pruningnet.pt", pnet)
 
 
 def fmnist_parts(args: argparse.Namespace):
