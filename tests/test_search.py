@@ -731,6 +731,21 @@ def test_search_entry_point_with_a_saved_pruningnet(tmp_path):
         search(
             {**cfg, "data": {**cfg["data"], "image_size": 10}}, tmp_path / "s2", tmp_path / "train"
         )
+    # resumed with the same inputs: the finished search as it is; with another PruningNet file,
+    # scorer setting or split: refused, naming the key
+    from metaprune.engine.identity import StaleStageError
+
+    again = {**cfg, "search": {**cfg["search"], "resume": True}}
+    assert search(again, tmp_path / "search", tmp_path / "train").table() == run.table()
+    save_tiny_pruningnet(tmp_path / "other")
+    scorer = {**again["search"]["scorer"], "recalib_batches": 3}
+    for changed, pnet, key in (
+        (again, "other", "pruningnet.sha256"),
+        ({**again, "search": {**again["search"], "scorer": scorer}}, "train", "recalib_batches"),
+        ({**again, "data": {**cfg["data"], "search_size": 0.5}}, "train", "data.search_size"),
+    ):
+        with pytest.raises(StaleStageError, match=key):
+            search(changed, tmp_path / "search", tmp_path / pnet)
 
 
 def _ddp_search(rank, world, port, root, racing):

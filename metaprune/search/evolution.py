@@ -96,6 +96,29 @@ def search_identity(cfg: SearchConfig) -> dict[str, Any]:
     return json.loads(json.dumps(d))
 
 
+def full_identity(cfg: SearchConfig, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A search's identity: its settings (:func:`search_identity`) under ``search`` and the
+    caller's ``inputs`` (the PruningNet's hash, the data ...), as plain JSON."""
+    if inputs is not None and "search" in inputs:
+        raise ValueError("a search's identity key 'search' is its own settings; use another")
+    return {"search": search_identity(cfg), **json.loads(json.dumps(dict(inputs or {})))}
+
+
+def require_resumable(
+    out_dir: str | Path, identity: Mapping[str, Any], state: Mapping[str, Any] | None = None
+) -> None:
+    """Raise :class:`~metaprune.engine.identity.StaleStageError` if ``out_dir`` holds a search
+    checkpoint (running or finished; ``state`` when already read) of another ``identity``
+    (:func:`full_identity`)."""
+    path = Path(out_dir) / STATE_FILE
+    if state is None:
+        if not path.is_file():
+            return
+        state = read_json(path)
+    fresh = f"delete {Path(out_dir)} or search into another directory"
+    require_identity(path, state.get("identity"), identity, fresh)
+
+
 def default_callbacks(cfg: SearchConfig, out_dir: str | Path, write: bool) -> list[Callback]:
     """The log line, and TensorBoard scalars in ``out_dir/tb`` when writing with
     ``cfg.tensorboard``."""
@@ -126,12 +149,7 @@ class Evolution:
         self.out = Path(out_dir)
         self.write = write
         self.extra_meta = dict(extra_meta or {})
-        if identity is not None and "search" in identity:
-            raise ValueError("a search's identity key 'search' is its own settings; use another")
-        self.identity = {
-            "search": search_identity(cfg),
-            **json.loads(json.dumps(dict(identity or {}))),
-        }
+        self.identity = full_identity(cfg, identity)
         self.callbacks = list(
             default_callbacks(cfg, self.out, write) if callbacks is None else callbacks
         )
@@ -219,8 +237,7 @@ class Evolution:
                 f"{self.state_path} belongs to another space or version "
                 f"(space {st.get('space')}, expected {self.space.fingerprint})"
             )
-        fresh = f"delete {self.out} or search into another directory"
-        require_identity(self.state_path, st.get("identity"), self.identity, fresh)
+        require_resumable(self.out, self.identity, st)
         self.stage, self.generation = int(st["stage"]), int(st["generation"])
         self.population = [list(p) for p in st["population"]]
         self.visited = {tuple(k) for k in st["visited"]}
