@@ -11,17 +11,20 @@ latency tables (plain argparse, see ``metaprune latency --help``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from metaprune.config import use_supernet
-from metaprune.io import run_lock
-from metaprune.schema import CONF_DIR, check_config, register_configs
+from metaprune.io import RunLockedError, run_lock
+from metaprune.schema import CONF_DIR, check_config, load_config, register_configs
 
 USAGE = """usage: metaprune {train,search,retrain,pipeline} [key=value ...]
        metaprune latency {build,validate} [key=value | --key value ...]
@@ -70,23 +73,41 @@ _COMMANDS: dict[str, Callable[[DictConfig], None]] = {
 }
 
 
-def _started(cmd: str) -> Callable[[DictConfig], None]:
-    """Command ``cmd`` after the start-up checks of every config group (:func:`check_config`),
-    holding the lock of its run directory (rank 0 of a ``torchrun`` job takes it for all
-    ranks), so a bad value or a second job into the same directory fails at once."""
+def _checked(cmd: str) -> Callable[[DictConfig], None]:
+    """Command ``cmd`` after the start-up checks of every config group (:func:`check_config`)."""
 
     def run(cfg: DictConfig) -> None:
         check_config(cfg)
-        if int(os.environ.get("RANK", "0")) != 0:
-            return _COMMANDS[cmd](cfg)
-        with run_lock(cfg.run_dir, f"metaprune {cmd}"):
-            _COMMANDS[cmd](cfg)
+        _COMMANDS[cmd](cfg)
 
     return run
 
 
 def _hydra_app(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
     return hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(fn)
+
+
+def _run(cmd: str, overrides: list[str]) -> None:
+    """Run command ``cmd`` as a Hydra app holding the lock of its run directory.
+
+    The configuration is composed and checked first and the lock taken before Hydra writes its
+    record (``.hydra/``) into the run directory, so a bad value, or a second job into a
+    directory in use, fails at once (exit 2, the error on stderr) and leaves the first job's
+    files alone.  Rank 0 of a ``torchrun`` job takes the lock for all ranks; with Hydra's own
+    flags (``--cfg``, ``--help``, ``-m``) Hydra runs unlocked.
+    """
+    app = _hydra_app(_checked(cmd))
+    if int(os.environ.get("RANK", "0")) != 0 or any(a.startswith("-") for a in overrides):
+        app()
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            cfg = load_config(overrides)
+            stack.enter_context(run_lock(cfg.run_dir, f"metaprune {cmd}"))
+        except (HydraException, OmegaConfBaseException, ValueError, RunLockedError) as e:
+            print(f"metaprune {cmd}: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        app()
 
 
 def _as_options(args: list[str]) -> list[str]:
@@ -120,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     register_configs()
     sys.argv = [f"metaprune {cmd}", *rest]
-    _hydra_app(_started(cmd))()
+    _run(cmd, rest)
 
 
 if __name__ == "__main__":

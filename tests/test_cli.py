@@ -33,11 +33,11 @@ def test_second_command_into_a_locked_run_dir_fails_at_once(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(sys, "argv", list(sys.argv))
-    with run_lock(tmp_path, "metaprune pipeline"), pytest.raises(SystemExit):
+    with run_lock(tmp_path, "metaprune pipeline"), pytest.raises(SystemExit) as exc:
         main(["train", "experiment=tiny", f"run_dir={tmp_path}"])
     err = capsys.readouterr().err
-    assert f"pid {os.getpid()}" in err and "metaprune pipeline" in err
-    assert not (tmp_path / "train").exists()  # nothing ran
+    assert exc.value.code == 2 and f"pid {os.getpid()}" in err and "metaprune pipeline" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing ran, no .hydra/ record
 
 
 def test_a_command_holds_the_lock_while_it_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,7 +84,7 @@ def test_a_typo_in_a_retrain_override_fails_before_training(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(sys, "argv", list(sys.argv))
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         main(["pipeline", "experiment=tiny", "+retrain.train.epohcs=3", f"run_dir={tmp_path}"])
-    assert "retrain.train.epohcs" in capsys.readouterr().err
+    assert exc.value.code == 2 and "retrain.train.epohcs" in capsys.readouterr().err
     assert not (tmp_path / "train").exists()
