@@ -8,7 +8,7 @@ crossover, the rest drawn at random; candidates violating a constraint are rejec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
@@ -172,9 +172,3 @@ class SearchConfig:
     def from_any(cls, cfg: SearchConfig | Mapping[str, Any] | DictConfig | None) -> SearchConfig:
         """A validated config from a dataclass, a dict or an OmegaConf node (unknown keys fail)."""
         return to_dataclass(cls, cfg, "search")
-
-
-def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...]) -> list[str]:
-    """Names of the fields of two ``SearchConfig.to_dict()`` that differ (minus ``ignore``)."""
-    names = {f.name for f in fields(SearchConfig)} - set(ignore)
-    return sorted(n for n in names if a.get(n) != b.get(n))
