@@ -19,11 +19,12 @@ The forward is stateless: :meth:`PruningNet.forward` walks the family's architec
 description (:class:`~metaprune.arch.Arch`, the one :class:`~metaprune.models.pruned.PrunedNet`
 is built from) with functional ops (``F.conv2d`` with the generated weight and the call's own
 stride, padding and groups; ``F.batch_norm`` on the chosen BN row), so no call writes to a shared
-module and two threads running different configs at once cannot see each other's
-network.  Only the chosen BN rows' running statistics change, in training mode, as in any BN.
-:meth:`PruningNet.generate` returns the same tensors as a state dict that
-``build_pruned(space, config)`` loads strictly; tests check that both give the same outputs.
-The config is always an argument; no module holds an "active" sub-network.
+module and two threads running different configs at once cannot see each other's network.  Only
+the chosen BN rows' running statistics change, in training mode, as in any BN (two threads
+training at once update a row they share in either order).  :meth:`PruningNet.generate` returns
+the same tensors as a state dict that ``build_pruned(space, config)`` loads strictly; tests check
+that both give the same outputs.  The config is always an argument; no module holds an "active"
+sub-network.
 """
 
 from __future__ import annotations
