@@ -116,7 +116,8 @@ class SearchConfig:
     baseline_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     """Uniform-width baselines scored by the same proxy (the nearest choice of the space)."""
     resume: bool = False
-    """Continue the search checkpointed in the output directory."""
+    """Continue the search checkpointed in the output directory (or return it when finished);
+    refused, naming the keys, when its identity (settings, PruningNet, data) changed."""
     latency_table: str | None = None
     """Path of a latency table (``metaprune.cost.latency``) enabling the ``latency`` cost."""
     tensorboard: bool = True
