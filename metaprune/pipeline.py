@@ -3,8 +3,11 @@
 The whole MetaPruning loop (Liu et al., ICCV 2019, sec. 3): a PruningNet trained by stochastic
 structure sampling (sec. 3.2), an evolutionary search with one winner per target (sec. 3.3), each
 winner retrained from scratch (sec. 4) beside the uniform-width network of the same budget (the
-paper's baseline).  Every stage writes under one run directory and skips itself when its output
-is complete, so a killed pipeline resumes by running the same command again.
+paper's baseline, :func:`~metaprune.search.baseline.uniform_baseline`).  Winners come from the
+:class:`~metaprune.search.SearchRun` (fully evaluated candidates only).  Every stage writes under
+one run directory and skips itself when its output is complete, so a killed pipeline resumes by
+running the same command again; a stage whose inputs changed since (its stage identity,
+:mod:`metaprune.engine.identity`) stops with a ``StaleStageError`` naming the keys instead.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from omegaconf.errors import ConfigKeyError
 from metaprune import create_space
 from metaprune.config import build_space
 from metaprune.cost import cost_model
+from metaprune.engine.identity import StaleStageError
 from metaprune.io import CheckpointError
 from metaprune.pipeline import pipeline
 from metaprune.retrain import RetrainConfig
@@ -48,6 +49,14 @@ def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
     again = pipeline(cfg, tmp_path)
     assert again["rows"] == json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == stamp
+
+    # changed inputs are never reused: the stage that holds them stops, naming the key
+    with pytest.raises(StaleStageError, match=r"train\.epochs: 1 -> 2"):
+        pipeline(_cfg(tmp_path, "train.epochs=2"), tmp_path)
+    stale_retrain = r"retrain/target0\.5/result\.json was made from other inputs.*train\.epochs"
+    with pytest.raises(StaleStageError, match=stale_retrain):
+        pipeline(_cfg(tmp_path, "retrain.epochs=2"), tmp_path)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == stamp
 
 

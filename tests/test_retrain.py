@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -13,12 +14,15 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from metaprune import build_pruned, count_flops, count_params, create_space
+from metaprune.engine.identity import StaleStageError
 from metaprune.export import export_model, load_pruned
 from metaprune.io import CheckpointError, atomic_torch_save, atomic_write_json
 from metaprune.pruningnet import create_pruningnet
+from metaprune.pruningnet.checkpoint import FORMAT as PRUNINGNET_FORMAT
 from metaprune.retrain import (
     RetrainConfig,
     initial_model,
+    job,
     kd_loss,
     kd_step,
     resolve_config,
@@ -26,7 +30,6 @@ from metaprune.retrain import (
     retrain_label,
 )
 from metaprune.search import SearchConfig, default_costs, run_search
-from metaprune.pruningnet.checkpoint import FORMAT as PRUNINGNET_FORMAT
 
 CHOICES = [0.25, 0.5, 1.0]
 
@@ -70,15 +73,32 @@ def space():
 
 
 # -- the job ------------------------------------------------------------------------------------
-def test_retrain_writes_result_resumes_and_skips(space, tmp_path):
-    out = tmp_path / "run"
-    first = retrain(make_cfg({"uniform": 0.5}), out)
-    assert first["epochs"] == 1 and first["steps"] == 3
+def _interrupted(monkeypatch, cfg, out, after_steps=3):
+    """Run ``retrain(cfg, out)`` and kill it (an exception) at step ``after_steps + 1``."""
+    real, calls = job.supervised_step, []
 
-    # an interrupted (here: shorter) run continues from its checkpoint with train.resume
+    def killing_step(*args):
+        calls.append(1)
+        if len(calls) > after_steps:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(job, "supervised_step", killing_step)
+    with pytest.raises(KeyboardInterrupt):
+        retrain(cfg, out)
+    monkeypatch.setattr(job, "supervised_step", real)
+
+
+def test_retrain_writes_result_resumes_and_skips(space, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    two = {"uniform": 0.5, "epochs": 2}
+    _interrupted(monkeypatch, make_cfg(two), out)  # killed in epoch 2 (3 steps an epoch)
+    assert (out / "checkpoint.pt").is_file() and not (out / "result.json").exists()
+
+    # an interrupted run continues from its checkpoint with train.resume, only then
     with pytest.raises(CheckpointError, match="resume"):
-        retrain(make_cfg({"uniform": 0.5, "epochs": 2}), out)
-    result = retrain(make_cfg({"uniform": 0.5, "epochs": 2}, resume=True), out)
+        retrain(make_cfg(two), out)
+    result = retrain(make_cfg(two, resume=True), out)
     assert result["epochs"] == 2 and result["steps"] == 6
     assert [h["epoch"] for h in result["history"]] == [1, 2]
 
@@ -104,8 +124,28 @@ def test_retrain_writes_result_resumes_and_skips(space, tmp_path):
 
     # a finished run is not trained again
     stamp = (out / "checkpoint.pt").stat().st_mtime_ns
-    assert retrain(make_cfg({"uniform": 0.5, "epochs": 2}), out) == result
+    assert retrain(make_cfg(two), out) == result
     assert (out / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+    # ... nor reused when its recipe changed: the error names the key and the values
+    for group, train, key in (
+        ({"epochs": 3}, {}, "train.epochs: 2 -> 3"),
+        ({"optim": {"lr": 0.1}}, {}, "optim.lr: 0.05 -> 0.1"),
+        ({}, {"batch_size": 8}, "train.batch_size: 16 -> 8"),
+        ({}, {"seed": 1}, "train.seed"),
+    ):
+        with pytest.raises(StaleStageError, match=re.escape(key)):
+            retrain(make_cfg({**two, **group}, resume=True, **train), out)
+    with pytest.raises(StaleStageError, match=r"data\.fake_size"):
+        retrain(OmegaConf.merge(make_cfg(two), {"data": {"fake_size": 80}}), out)
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert retrain(make_cfg(two, device="cpu", log_every=5), out) == result  # execution only
+
+    # a killed run resumed with another learning rate is refused too (its checkpoint's identity)
+    killed = tmp_path / "killed"
+    _interrupted(monkeypatch, make_cfg(two), killed)
+    with pytest.raises(StaleStageError, match=re.escape("optim.lr: 0.05 -> 0.1")):
+        retrain(make_cfg({**two, "optim": {"lr": 0.1}}, resume=True), killed)
 
     # ... and a directory of another retrain is refused
     with pytest.raises(CheckpointError, match="fingerprint"):
@@ -135,6 +175,22 @@ def test_retrain_with_inherit_and_distillation(space, tmp_path):
     assert result["latency_ms"] is None
     assert set(result["export"]["files"]) == {"pruned", "json", "readme"}
     assert np.isfinite(result["history"][0]["train_loss"])
+    assert retrain(cfg, tmp_path / "run") == result
+
+    # another PruningNet or teacher in the same files: the content hashes differ
+    torch.manual_seed(1)
+    other_teacher = build_pruned(space, teacher_cfg)
+    export_model(other_teacher, space, teacher_cfg, tmp_path / "teacher", formats=())
+    with pytest.raises(StaleStageError, match=r"kd\.teacher"):
+        retrain(cfg, tmp_path / "run")
+    export_model(teacher, space, teacher_cfg, tmp_path / "teacher", formats=())
+    assert retrain(cfg, tmp_path / "run") == result
+    save_pruningnet(space, pnet_path, seed=1)
+    with pytest.raises(StaleStageError, match=r"init\.pruningnet"):
+        retrain(cfg, tmp_path / "run")
+    missing = make_cfg({**group, "pruningnet": str(tmp_path / "nope.pt")})
+    with pytest.raises(CheckpointError, match=r"retrain\.pruningnet: .*nope\.pt does not exist"):
+        retrain(missing, tmp_path / "run_missing")
 
     other = create_space("resnet20", choices=CHOICES, width_mult=0.25, num_classes=7)
     export_model(build_pruned(other, other.max()), other, other.max(), tmp_path / "t7", formats=())
@@ -226,9 +282,9 @@ def test_resolve_config_errors(space, search_dir, tmp_path):
 
 
 # -- inherit and distillation -------------------------------------------------------------------
-def save_pruningnet(space, path):
+def save_pruningnet(space, path, seed=0):
     """A (randomly initialised) PruningNet saved as ``train`` saves it."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     pnet = create_pruningnet(space, hidden=8)
     for buf_name, buf in pnet.named_buffers():  # non-trivial per-choice BN statistics
         if buf_name.endswith("running_mean"):

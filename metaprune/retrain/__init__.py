@@ -28,7 +28,8 @@ choice: the per-epoch validation runs on the ``search`` split), its FLOPs, param
 latency (batch 1, CPU, median of interleaved repeats) go to ``result.json`` and TensorBoard, and it
 is exported (TorchScript, ``torch.export``, ONNX, checked against PyTorch) to ``export/``.  A
 finished run directory called again returns its ``result.json`` without training; an interrupted
-one continues with ``train.resume=true``.
+one continues with ``train.resume=true``; either only with the inputs it was made from (its stage
+identity), else a ``StaleStageError`` names the keys that differ.
 
 One module a job: :mod:`.config` (the ``retrain`` group), :mod:`.source` (which config, the run
 directory's name), :mod:`.distill` (the teacher and the loss), :mod:`.job` (:func:`retrain`).
@@ -42,6 +43,7 @@ from metaprune.retrain.job import (
     initial_model,
     measure_latency,
     retrain,
+    retrain_identity,
     run_fingerprint,
 )
 from metaprune.retrain.source import resolve_config, retrain_label
@@ -59,6 +61,7 @@ __all__ = [
     "measure_latency",
     "resolve_config",
     "retrain",
+    "retrain_identity",
     "retrain_label",
     "run_fingerprint",
 ]

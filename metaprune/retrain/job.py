@@ -12,7 +12,10 @@ to ``export/`` (:mod:`metaprune.export`).
 
 Beyond the paper: ``init=inherit`` (the PruningNet's generated weights, then fine-tuning) and
 distillation (:mod:`.distill`); a finished run directory called again returns its
-``result.json`` without training, an interrupted one continues with ``train.resume=true``.
+``result.json`` without training, an interrupted one continues with ``train.resume=true``.  Both
+only when the stage's identity (:func:`retrain_identity`: data, space, channel config, recipe,
+distillation, initialisation) equals the one stored in ``result.json`` and in every checkpoint;
+otherwise :class:`~metaprune.engine.identity.StaleStageError` names the keys that differ.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from metaprune.config import build_space, to_dataclass, to_plain
 from metaprune.cost import count_flops, count_params
 from metaprune.cost.latency import make_runner, time_runners, torch_threads
 from metaprune.data import build_datasets, make_loader
+from metaprune.data.identity import data_identity
 from metaprune.engine import (
     OptimConfig,
     Runtime,
@@ -47,10 +51,12 @@ from metaprune.engine import (
     seed_everything,
     supervised_step,
 )
+from metaprune.engine.identity import file_hash, require_identity
 from metaprune.engine.trainer import train_loader
-from metaprune.export import ExportMismatchError, check_exports, export_model
-from metaprune.io import atomic_write_json, read_json
+from metaprune.export import ExportMismatchError, check_exports, export_model, pruned_path
+from metaprune.io import CheckpointError, atomic_write_json, read_json
 from metaprune.models import build_pruned
+from metaprune.pruningnet import PRUNINGNET_FILE, load_pruningnet
 from metaprune.retrain.config import RetrainConfig
 from metaprune.retrain.distill import kd_step, load_teacher
 from metaprune.retrain.source import resolve_config
@@ -67,8 +73,6 @@ def initial_model(cfg: RetrainConfig, space: ChannelSpace, config: ChannelConfig
     the PruningNet ``cfg.pruningnet`` generates for ``config`` (``inherit``)."""
     model = build_pruned(space, config)
     if cfg.init == "inherit":
-        from metaprune.pruningnet import load_pruningnet
-
         pnet = load_pruningnet(cfg.pruningnet, space=space)
         model.load_state_dict(pnet.generate(config), strict=True)
     return model
@@ -109,13 +113,58 @@ def run_fingerprint(space: ChannelSpace, config: ChannelConfig, rcfg: RetrainCon
     return f"retrain:{space.fingerprint}:{widths}:{rcfg.init}{kd}"
 
 
-def _finished(out_dir: Path, fingerprint: str, epochs: int) -> dict[str, Any] | None:
+def retrain_identity(
+    data: Any,
+    space: ChannelSpace,
+    config: ChannelConfig,
+    rcfg: RetrainConfig,
+    tcfg: TrainConfig,
+    optim: OptimConfig,
+    sched: SchedConfig,
+) -> dict[str, Any]:
+    """What a retrain's result depends on (:mod:`metaprune.engine.identity`), keyed like the
+    config groups: the ``data`` group, the space (``model``) and the channel ``config``; the
+    recipe as trained, i.e. ``train`` / ``optim`` / ``sched`` with the ``retrain`` overrides and
+    ``retrain.epochs`` applied (without the options that only change how a run executes), and
+    the distillation settings with the teacher file's content hash (``kd``, null without a
+    teacher); the initialisation, with the PruningNet file's content hash for ``inherit``."""
+    pnet = None
+    if rcfg.init == "inherit":
+        path = Path(rcfg.pruningnet)
+        pnet = _content_hash(path / PRUNINGNET_FILE if path.is_dir() else path, "pruningnet")
+    kd = None
+    if rcfg.kd.teacher:
+        teacher = _content_hash(pruned_path(rcfg.kd.teacher), "kd.teacher")
+        kd = {"teacher": teacher, "temperature": rcfg.kd.temperature, "weight": rcfg.kd.weight}
+    return {
+        "data": data_identity(data),
+        "model": space.describe(),
+        "config": config.to_dict(),
+        "train": tcfg.identity(),
+        "optim": asdict(optim),
+        "sched": asdict(sched),
+        "kd": kd,
+        "init": {"kind": rcfg.init, "pruningnet": pnet},
+    }
+
+
+def _content_hash(path: Path, option: str) -> str:
+    if not path.is_file():
+        raise CheckpointError(f"retrain.{option}: {path} does not exist")
+    return file_hash(path)
+
+
+def _finished(out_dir: Path, fingerprint: str, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The result of a finished retrain in ``out_dir``, if any; one of another job
+    (fingerprint) or made from other inputs (identity) is refused."""
     path = out_dir / RESULT_FILE
     if not path.is_file():
         return None
     result = read_json(path)
     require_fingerprint(path, result.get("fingerprint"), fingerprint)
-    return result if result.get("epochs", 0) >= epochs else None
+    fresh = f"delete {out_dir} or choose another run directory"
+    require_identity(path, result.get("identity"), identity, fresh)
+    return result
 
 
 def retrain(
@@ -140,7 +189,8 @@ def retrain(
     else:
         space.check(config)
     fingerprint = run_fingerprint(space, config, rcfg)
-    done = _finished(out_dir, fingerprint, tcfg.epochs)
+    identity = retrain_identity(cfg.data, space, config, rcfg, tcfg, ocfg, scfg)
+    done = _finished(out_dir, fingerprint, identity)
     if done is not None:
         log.info("%s already holds a finished retrain run; skipping", out_dir)
         return done
@@ -167,12 +217,13 @@ def retrain(
         step_fn=step_fn,
         validate_fn=validate if len(data.search) else None,
         fingerprint=fingerprint,
+        identity=identity,
         meta={"space": space.describe(), "config": config.to_dict(), "run": to_plain(cfg)},
         runtime=rt,
     )
     fit = trainer.fit()
     if rt.is_main:
-        _report(trainer, fit, data, space, config, rcfg, fingerprint, out_dir)
+        _report(trainer, fit, data, space, config, rcfg, identity, fingerprint, out_dir)
     rt.barrier()
     return read_json(out_dir / RESULT_FILE)
 
@@ -184,6 +235,7 @@ def _report(
     space: ChannelSpace,
     config: ChannelConfig,
     rcfg: RetrainConfig,
+    identity: dict[str, Any],
     fingerprint: str,
     out_dir: Path,
 ) -> None:
@@ -201,6 +253,7 @@ def _report(
     )
     result: dict[str, Any] = {
         "fingerprint": fingerprint,
+        "identity": identity,
         "space": space.describe(),
         "config": config.to_dict(),
         "widths": list(config.width_tuple()),
