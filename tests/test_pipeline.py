@@ -20,7 +20,7 @@ from metaprune.io import CheckpointError
 from metaprune.pipeline import pipeline
 from metaprune.retrain import RetrainConfig
 from metaprune.schema import CONF_DIR, load_config
-from metaprune.search import SearchConfig, uniform_baseline
+from metaprune.search import SearchConfig, load_search, uniform_baseline
 from metaprune.search.constraints import Bound, parse_bound
 
 
@@ -37,7 +37,17 @@ def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     max_flops = cost_model(space).flops(space.max())
     assert row["flops"] <= 0.5 * max_flops
     assert row["baseline"]["flops"] <= 0.5 * max_flops
-    assert 0.0 <= row["test_accuracy"] <= 1.0
+    # the row is the search's winner and the widest uniform config of its budget, as retrained
+    (winner,) = load_search(tmp_path / "search").winners
+    assert row["config"]["genes"] == winner["best"]["genes"]
+    base = uniform_baseline(space, winner["bounds"])
+    assert row["baseline"]["ratio"] == space.ratios[base.indices[0]]
+    for label, part in (
+        ("target0.5", row),
+        (f"uniform{row['baseline']['ratio']:g}", row["baseline"]),
+    ):
+        result = json.loads((tmp_path / "retrain" / label / "result.json").read_text())
+        assert (part["flops"], part["test_accuracy"]) == (result["flops"], result["test_accuracy"])
     for sub in ("train/pruningnet.pt", "search/search.json", "summary.md", "summary.json"):
         assert (tmp_path / sub).is_file(), sub
     export = tmp_path / row["export"]
