@@ -15,6 +15,7 @@ from conftest import ddp_env
 from metaprune import create_space
 from metaprune.io import CheckpointError
 from metaprune.search import (
+    Evolution,
     InfeasibleConstraintError,
     ScorerConfig,
     SearchConfig,
@@ -337,15 +338,25 @@ def test_kill_and_resume_equals_uninterrupted(space, tmp_path, algorithm):
 
 
 def test_a_new_strategy_is_a_class_and_a_registry_entry(space, tmp_path, monkeypatch):
-    """A strategy registered by name runs on the engine (stages, cache, results) and every
-    generation is reported to the callbacks, which are closed at the end."""
+    """A strategy registered by name runs on the engine (stages, cache, results), every
+    generation is reported to the callbacks, which are closed at the end, and the strategy's
+    own state is checkpointed and resumed."""
     from metaprune.search import STRATEGIES, GenerationReport, Strategy
 
-    class Probe(Strategy):  # random draws only
+    class Probe(Strategy):  # random draws only, counting its candidates
         name = "probe"
+        drawn = 0
 
         def propose(self, stage):
-            return self.engine.draw_random(self.cfg.population, stage)
+            kids = self.engine.draw_random(self.cfg.population, stage)
+            self.drawn += len(kids)
+            return kids
+
+        def state_dict(self):
+            return {"drawn": self.drawn}
+
+        def load_state_dict(self, state):
+            self.drawn = state["drawn"]
 
     with pytest.raises(ValueError, match=r"not a registered strategy.*'ga', 'nsga2'"):
         SearchConfig.from_any({"algorithm": "probe"})
@@ -371,6 +382,13 @@ def test_a_new_strategy_is_a_class_and_a_registry_entry(space, tmp_path, monkeyp
     assert all(r["params"] <= 0.8 * mp_ for r in searched)
     assert run.winners[0]["best"] == run.best(flops=0.5, params=0.8)
     assert load_search(tmp_path).front == run.front
+    with pytest.raises(KeyboardInterrupt):
+        run_search(space, Analytic(space, fail_at=3), default_costs(space), c, tmp_path / "k")
+    resumed = Evolution(
+        space, Analytic(space), default_costs(space), replace(c, resume=True), tmp_path / "k"
+    )
+    assert resumed.run().table() == run.table()
+    assert resumed.strategy.drawn == len(searched)
 
 
 def test_a_finished_search_is_reused_only_with_the_same_identity(space, tmp_path):

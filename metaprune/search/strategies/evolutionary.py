@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deap import base, creator
 
 from metaprune.search.strategies.base import Genes, Stage, Strategy
+
+if TYPE_CHECKING:
+    from metaprune.search.evolution import Evolution
 
 
 def deap_classes(n_objectives: int) -> tuple[type, type]:
@@ -36,7 +39,7 @@ class EvolutionaryStrategy(Strategy):
     """Random generation 0, then mutation and crossover children of ``parent()`` draws and the
     random fill; fitness is accuracy, then the :meth:`fitness_costs` (minimised)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Evolution) -> None:
         super().__init__(engine)
         _, self.Individual = deap_classes(1 + len(self.fitness_costs()))
         sp, ind, p, rng = engine.space, self.Individual, self.cfg.mutation_prob, engine.rng
