@@ -20,7 +20,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from metaprune.config import use_supernet
+from metaprune.cost.latency import load_latency_model
 from metaprune.io import atomic_write_json, atomic_write_text
+from metaprune.search import default_costs
 from metaprune.search.baseline import uniform_baseline
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
     log.info("[2/3] searching -> %s", run_dir / "search")
     run = search(cfg, run_dir / "search", supernet)
     space = run.space
+    table = cfg.search.get("latency_table")  # baselines of a latency budget: the search's model
+    costs = default_costs(space, load_latency_model(table, space) if table else None)
 
     rows: list[dict[str, Any]] = []
     pcfg = cfg.get("pipeline") or {}
@@ -103,7 +107,7 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
             res = retrain(cfg, run_dir / "retrain" / label, run.config(best))
             row.update(latency_ms=res["latency_ms"], test_accuracy=res["test_accuracy"])
             row["export"] = str(Path("retrain") / label / res["export"]["dir"])
-        base = uniform_baseline(space, w["bounds"]) if pcfg.get("baselines", True) else None
+        base = uniform_baseline(space, w["bounds"], costs) if pcfg.get("baselines", True) else None
         if base is not None:
             ratio = space.ratios[base.indices[0]]
             blabel = f"uniform{ratio:g}"

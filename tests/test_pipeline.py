@@ -70,6 +70,29 @@ def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == stamp
 
 
+def test_latency_budget_gets_a_uniform_baseline(tmp_path: Path) -> None:
+    """A latency target's baseline is the widest uniform config within it by the search's
+    latency model (it got none: the baseline knew only FLOPs and params)."""
+    from metaprune.cost.latency import build_latency_table, load_latency_model
+
+    cfg = _cfg(tmp_path)
+    space = build_space(cfg.model, cfg.space, (3, 12, 12), 10)
+    table = build_latency_table(space, n_fit=3, warmup=1, repeats=1, rounds=1)
+    table.entries = {k: 0.01 * k.cin * k.cout for k in table.entries}  # no timing noise
+    table.fit = {**table.fit, "mode": "sum", "overhead_ms": 0.2}
+    table.save(tmp_path / "lat.json")
+    latency = load_latency_model(tmp_path / "lat.json", space)
+    lo, hi = (float(v) for v in latency.predict_many([space.min(), space.max()]))
+    mid = (lo + hi) / 2
+    overrides = ["search.cost=latency", f"search.latency_table={tmp_path / 'lat.json'}"]
+    overrides += [f"search.targets=[{mid:.6f}ms]", "pipeline.retrain_winners=false"]
+    (row,) = pipeline(_cfg(tmp_path, *overrides), tmp_path)["rows"]
+    base = space.uniform(row["baseline"]["ratio"])
+    assert latency.predict(base) <= mid
+    wider = space.config([base.indices[0] + 1] * len(space.genes))
+    assert latency.predict(wider) > mid
+
+
 def test_run_dir_of_another_space_is_refused(tmp_path: Path) -> None:
     from metaprune.train import train
 
