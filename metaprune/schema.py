@@ -63,7 +63,7 @@ class PipelineConfig:
     retrain_winners: bool = True
     """Retrain the winner of every search target from scratch."""
     baselines: bool = True
-    """Also retrain the uniform-width config of the same FLOPs budget as each winner."""
+    """Also retrain the widest uniform-width config within each winner's budget (its bounds)."""
 
 
 @dataclass
