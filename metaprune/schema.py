@@ -24,6 +24,7 @@ from metaprune.engine import OptimConfig, SchedConfig, TrainConfig
 from metaprune.groups import ConfigError, to_dataclass, to_plain
 from metaprune.pruningnet import PruningNetConfig
 from metaprune.retrain import RetrainConfig
+from metaprune.retrain import recipe as retrain_recipe
 from metaprune.search.config import SearchConfig
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -102,7 +103,6 @@ _GROUPS = {
     "search": SearchConfig,
     "pipeline": PipelineConfig,
 }
-_RETRAIN_OVERRIDES = {"train": TrainConfig, "optim": OptimConfig, "sched": SchedConfig}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -121,9 +121,7 @@ def check_config(cfg: DictConfig) -> None:
     # init=inherit uses the run's PruningNet unless told: the default the commands fill in
     retrain["pruningnet"] = retrain.get("pruningnet") or supernet_path(cfg, cfg.run_dir)
     rcfg = to_dataclass(RetrainConfig, retrain, "retrain")
-    for name, schema in _RETRAIN_OVERRIDES.items():
-        merged = {**to_plain(cfg.get(name)), **getattr(rcfg, name)}
-        to_dataclass(schema, merged, f"retrain.{name}")
+    retrain_recipe(cfg, rcfg)  # the overrides merged onto their groups, as retraining does
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:

@@ -35,7 +35,7 @@ One module a job: :mod:`.config` (the ``retrain`` group), :mod:`.source` (which 
 directory's name), :mod:`.distill` (the teacher and the loss), :mod:`.job` (:func:`retrain`).
 """
 
-from metaprune.retrain.config import INITS, KDConfig, RetrainConfig
+from metaprune.retrain.config import INITS, KDConfig, RetrainConfig, recipe
 from metaprune.retrain.distill import kd_loss, kd_step, load_teacher
 from metaprune.retrain.job import (
     EXPORT_DIR,
@@ -59,6 +59,7 @@ __all__ = [
     "kd_step",
     "load_teacher",
     "measure_latency",
+    "recipe",
     "resolve_config",
     "retrain",
     "retrain_identity",

@@ -11,11 +11,12 @@ knowledge distillation (:class:`KDConfig`, see :mod:`metaprune.retrain.distill`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from metaprune.engine import OptimConfig, SchedConfig, TrainConfig
 from metaprune.export import FORMATS
-from metaprune.groups import to_dataclass
+from metaprune.groups import to_dataclass, to_plain
 
 INITS = ("scratch", "inherit")
 
@@ -99,3 +100,19 @@ class RetrainConfig:
     def from_any(cls, group: Any) -> RetrainConfig:
         """A validated config from itself, a mapping or an OmegaConf node (unknown keys fail)."""
         return to_dataclass(cls, group, "retrain")
+
+
+def recipe(cfg: Any, rcfg: RetrainConfig) -> tuple[TrainConfig, OptimConfig, SchedConfig]:
+    """The ``train``, ``optim`` and ``sched`` groups of the run ``cfg`` with the overrides of
+    ``rcfg`` (``retrain.train`` / ``optim`` / ``sched``, then ``retrain.epochs``) applied: what a
+    retrain trains with, checked; a bad key or value is an error naming ``retrain.<group>``."""
+
+    def merged(name: str) -> dict[str, Any]:
+        return {**to_plain(cfg.get(name)), **getattr(rcfg, name)}
+
+    train = to_dataclass(TrainConfig, merged("train"), "retrain.train")
+    return (
+        train if rcfg.epochs is None else replace(train, epochs=rcfg.epochs),
+        to_dataclass(OptimConfig, merged("optim"), "retrain.optim"),
+        to_dataclass(SchedConfig, merged("sched"), "retrain.sched"),
+    )

@@ -35,7 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from metaprune.config import build_space, to_dataclass, to_plain
+from metaprune.config import build_space, to_plain
 from metaprune.cost import count_flops, count_params
 from metaprune.cost.latency import make_runner, time_runners, torch_threads
 from metaprune.data import build_datasets, make_loader
@@ -57,7 +57,7 @@ from metaprune.export import ExportMismatchError, check_exports, export_model, p
 from metaprune.io import CheckpointError, atomic_write_json, read_json
 from metaprune.models import build_pruned
 from metaprune.pruningnet import PRUNINGNET_FILE, load_pruningnet
-from metaprune.retrain.config import RetrainConfig
+from metaprune.retrain.config import RetrainConfig, recipe
 from metaprune.retrain.distill import kd_step, load_teacher
 from metaprune.retrain.source import resolve_config
 from metaprune.space import ChannelConfig, ChannelSpace
@@ -88,22 +88,6 @@ def measure_latency(
     with torch_threads(threads):
         run = make_runner(cpu, torch.randn(1, *input_shape), device="cpu")
         return float(time_runners([run], device="cpu", repeats=repeats, rounds=5)[0])
-
-
-def _engine_configs(
-    cfg: DictConfig, rcfg: RetrainConfig
-) -> tuple[TrainConfig, OptimConfig, SchedConfig]:
-    def merged(name: str) -> dict[str, Any]:
-        return {**to_plain(cfg.get(name)), **getattr(rcfg, name)}
-
-    tcfg = to_dataclass(TrainConfig, merged("train"))
-    if rcfg.epochs is not None:
-        tcfg.epochs = rcfg.epochs
-    return (
-        tcfg,
-        to_dataclass(OptimConfig, merged("optim")),
-        to_dataclass(SchedConfig, merged("sched")),
-    )
 
 
 def run_fingerprint(space: ChannelSpace, config: ChannelConfig, rcfg: RetrainConfig) -> str:
@@ -180,7 +164,7 @@ def retrain(
     out_dir = Path(out_dir)
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     rcfg = RetrainConfig.from_any(cfg.get("retrain"))
-    tcfg, ocfg, scfg = _engine_configs(cfg, rcfg)
+    tcfg, ocfg, scfg = recipe(cfg, rcfg)
     rt = Runtime.setup(tcfg.device, tcfg.amp, tcfg.channels_last)
     data = build_datasets(cfg.data)
     space = build_space(cfg.model, cfg.get("space"), data.input_shape, data.num_classes)
