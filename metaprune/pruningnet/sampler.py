@@ -7,9 +7,10 @@ independent terms), so the smallest and largest networks are rarely trained.  Tw
 from the paper to counter that:
 
 * ``mode="flops_uniform"``: draw a target FLOPs count uniformly in [FLOPs(min), FLOPs(max)], draw a
-  bounded batch of candidates from a proposal that covers the whole range (a shared width level
-  plus per-gene jitter), and keep the candidate nearest to the target, so the sampled FLOPs are
-  spread (close to) uniformly over the range;
+  bounded batch of candidates from the proposal of :mod:`metaprune.cost.proposal` aimed at it (a
+  shared width level plus per-gene jitter, the same proposal the search draws narrow bands
+  from), and keep the candidate nearest to the target, so the sampled FLOPs are spread (close
+  to) uniformly over the range;
 * ``sandwich=True``: also train the max and min configs every step (the "sandwich rule" of
   slimmable networks, Yu & Huang, ICCV 2019).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from metaprune.cost.flops import cost_model
+from metaprune.cost.proposal import propose
 from metaprune.space import ChannelConfig, ChannelSpace, RngLike, as_rng
 
 SAMPLER_MODES = ("uniform", "flops_uniform")
@@ -53,14 +55,14 @@ class ConfigSampler:
         return [self.space.max(), cfg, self.space.min()] if self.sandwich else [cfg]
 
     def _flops_uniform(self, rng: np.random.Generator) -> ChannelConfig:
-        n_choices, n_genes = len(self.space.ratios), len(self.space.genes)
-        lo, hi = self._range
-        target = rng.uniform(lo, hi)
-        # proposal: a shared level in [0, n_choices - 1] plus per-gene jitter, so candidates
-        # reach both ends of the FLOPs range (uniform per-gene draws almost never do)
-        level = rng.uniform(0, n_choices - 1, (self.candidates, 1))
-        jitter = rng.normal(0.0, n_choices / 6, (self.candidates, n_genes))
-        idx = np.clip(np.rint(level + jitter), 0, n_choices - 1).astype(np.int64)
-        configs = [self.space.config(row) for row in idx]
-        flops = self._cost.flops_many(configs)
-        return configs[int(np.argmin(np.abs(flops - target)))]
+        target = rng.uniform(*self._range)
+        return propose(
+            self.space,
+            self._cost.flops_many,
+            (target, target),
+            rng,
+            1,
+            batch=self.candidates,
+            max_draws=self.candidates,
+            nearest=True,
+        )[0]
