@@ -24,6 +24,7 @@ from metaprune.cost.latency import (
     load_latency_model,
     required_keys,
     time_runners,
+    torch_threads,
     validate_latency,
 )
 from metaprune.latency_cli import latency_main, space_of_table
@@ -233,6 +234,11 @@ def test_cpu_clock_and_bad_arguments():
     model = LatencyModel(table, space)
     with pytest.raises(ValueError, match="unknown sampling"):
         validate_latency(model, n=2, sampling="grid")
+    before = torch.get_num_threads()
+    with pytest.raises(KeyError), torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise KeyError  # the thread count comes back however the timed code ends
+    assert torch.get_num_threads() == before
 
 
 def test_one_set_of_timing_defaults():
