@@ -15,7 +15,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from metaprune.groups import to_dataclass as to_dataclass  # re-exported for the stages
 from metaprune.groups import to_plain
 from metaprune.models import create_space
 from metaprune.models.registry import space_differences
