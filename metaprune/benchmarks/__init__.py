@@ -1,5 +1,7 @@
 """Ground truth from Channel-Bench-Macro: key <-> config, results files, the benchmark scorer
-and the file's reference figures, one file each."""
+and the file's reference figures, one file each; the quality benchmark's steps (``steps``,
+``oracle``, ``quality``) are imported from their modules (they pull in the search and training).
+"""
 
 from metaprune.benchmarks.keys import (
     BENCHMARK_FAMILIES,
@@ -9,7 +11,14 @@ from metaprune.benchmarks.keys import (
     config_key,
     key_config,
 )
-from metaprune.benchmarks.reference import band_mask, best_within, reference_taus
+from metaprune.benchmarks.reference import (
+    band_mask,
+    best_within,
+    percentile,
+    rank_correlations,
+    reference_taus,
+    spearman_rho,
+)
 from metaprune.benchmarks.results import BenchmarkFileError, BenchmarkResults, load_results
 from metaprune.benchmarks.scorer import BenchmarkScorer, NotInBenchmarkError
 
@@ -27,5 +36,8 @@ __all__ = [
     "config_key",
     "key_config",
     "load_results",
+    "percentile",
+    "rank_correlations",
     "reference_taus",
+    "spearman_rho",
 ]

@@ -1,0 +1,321 @@
+"""Does the PruningNet proxy rank networks, and does the proxy-scored search find good ones?
+
+The MetaPruning pipeline (Liu et al., ICCV 2019): a PruningNet trained by stochastic structure
+sampling (sec. 3.2) scores candidates with generated weights after BN recalibration, and the
+GA searches under a FLOPs bound with those scores (sec. 3.3).  The paper judges the winners by
+retraining a few of them; here every candidate of a Channel-Bench-Macro space is judged by the
+benchmark's stand-alone accuracy.  The steps (each resumable, :mod:`metaprune.benchmarks.steps`):
+
+* ``train``: a PruningNet of the space with the project's own ``train(cfg, out_dir)`` (the
+  recipe, i.e. the composed config groups, recorded with the result),
+* ``proxy``: the search's own :class:`~metaprune.search.scoring.ProxyScorer` (BN recalibrated as
+  the search does, racing off so every score is complete) on N random networks of the file plus
+  the uniform-width ones, in chunks; Kendall tau and Spearman rho against the benchmark mean,
+  overall and in +-10 % FLOPs bands at the file's FLOPs quartiles, beside the seed-vs-seed
+  ceiling and the FLOPs-only floor on the same networks, and a scatter plot,
+* ``search``: the paper's GA scored by the proxy at each FLOPs target (``metaprune``'s own
+  search, resumable); each winner's benchmark mean, percentile among the feasible networks,
+  regret to the best feasible one, and the best feasible uniform-width network,
+* ``knobs``: the ``proxy`` figures on the first networks for other scorer settings (fewer or
+  more recalibration images, clean recalibration, a smaller evaluation split), one sub-step each.
+
+Accuracies in the tables are percent: the benchmark's on the original CIFAR-10 test set, the
+proxy's on the search split of the data the PruningNet was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from metaprune.benchmarks.keys import config_key, key_config
+from metaprune.benchmarks.oracle import feasible_means, flops_limit
+from metaprune.benchmarks.reference import percentile, rank_correlations
+from metaprune.benchmarks.results import BenchmarkResults
+from metaprune.benchmarks.steps import Steps, save_figure
+from metaprune.engine.identity import file_hash, require_identity
+from metaprune.io import atomic_write_json, atomic_write_text, read_json
+from metaprune.search.config import ScorerConfig, SearchConfig
+from metaprune.space import ChannelSpace
+
+CHUNK = 25
+"""Configs scored per resumable sub-step."""
+KNOBS: dict[str, dict[str, Any]] = {
+    "recalib_256": {"recalib_batches": 4},
+    "recalib_2048": {"recalib_batches": 32},
+    "clean_recalib": {"recalib_augment": False},
+    "split_1000": {"search_limit": 1000},
+    "split_2000": {"search_limit": 2000},
+}
+"""Scorer settings the ``knobs`` step compares with the ``proxy`` step's (recalibration batches
+of ``recalib_batch_size`` images; ``search_limit`` images of the search split)."""
+
+
+def plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A config node as plain, resolved values (for identities and recipes)."""
+    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def workdir(path: Path, identity: Mapping[str, Any]) -> Path:
+    """``path`` for a step that resumes its own files: ``identity.json`` inside it is written
+    on first use and must match later (so an old run is never resumed with other inputs)."""
+    stored = path / "identity.json"
+    if stored.is_file():
+        require_identity(
+            stored, read_json(stored), dict(identity), f"delete {path} to redo the step"
+        )
+    else:
+        atomic_write_json(stored, dict(identity))
+    return path
+
+
+def recipe(cfg: DictConfig) -> dict[str, Any]:
+    """What a PruningNet's training depends on: the model, space, data, PruningNet, optimiser,
+    schedule and training groups of ``cfg``."""
+    groups = ("model", "space", "data", "pruningnet", "optim", "sched", "train")
+    out = {g: plain(cfg[g]) for g in groups if g in cfg}
+    out.get("train", {}).pop("resume", None)
+    return out
+
+
+def train_step(steps: Steps, cfg: DictConfig) -> dict[str, Any]:
+    """Train the PruningNet of ``cfg`` into ``<root>/train`` (``train`` resumes and skips on its
+    own); the result names the recipe and the PruningNet file beside the training metrics."""
+    from metaprune.pruningnet import PRUNINGNET_FILE
+    from metaprune.train import train
+
+    ident = {"recipe": recipe(cfg)}
+    out = workdir(steps.root / "train", ident)
+
+    def compute() -> dict[str, Any]:
+        metrics = train(cfg, out)
+        keep = {k: v for k, v in metrics.items() if k not in ("identity", "space")}
+        return {"recipe": ident["recipe"], "pruningnet_file": str(out / PRUNINGNET_FILE), **keep}
+
+    return steps.run("train", ident, compute)
+
+
+class ProxyBench:
+    """The search's proxy scorer over a trained PruningNet and ``cfg.data``, loaded on first use
+    (so steps already done load nothing)."""
+
+    def __init__(self, cfg: DictConfig, pruningnet: str | os.PathLike, space: ChannelSpace):
+        self.cfg, self.path, self.space = cfg, Path(pruningnet), space
+        self.identity = {"pruningnet": file_hash(self.path), "data": plain(cfg.data)}
+        self._parts: tuple[Any, Any, Any] | None = None
+
+    def scorer_config(self, **overrides: Any) -> ScorerConfig:
+        """The search's scorer settings with racing off (every score complete) and
+        ``overrides``."""
+        base = SearchConfig.from_any(self.cfg.get("search")).scorer
+        return replace(base, racing=False, **overrides)
+
+    def score(self, keys: Sequence[str], scfg: ScorerConfig) -> list[float]:
+        """Proxy accuracies (fractions) of the benchmark networks ``keys``."""
+        from metaprune.data import build_datasets
+        from metaprune.engine import Runtime
+        from metaprune.pruningnet import load_pruningnet
+        from metaprune.search.scoring import ProxyScorer
+
+        if self._parts is None:
+            rt = Runtime.setup(scfg.device)
+            pnet = load_pruningnet(self.path, self.space, map_location=rt.device)
+            self._parts = (pnet, build_datasets(self.cfg.data), rt.device)
+        pnet, data, device = self._parts
+        scorer = ProxyScorer.from_datasets(pnet, data, scfg, device)
+        return [float(s) for s in scorer.score([key_config(self.space, k) for k in keys])]
+
+    def score_chunks(self, steps: Steps, name: str, keys: Sequence[str], scfg: ScorerConfig):
+        """Scores of ``keys``, ``CHUNK`` configs per resumable sub-step ``<name>/chunk_<i>``."""
+        out: list[float] = []
+        for i in range(0, len(keys), CHUNK):
+            chunk = list(keys[i : i + CHUNK])
+            ident = {**self.identity, "scorer": asdict(scfg), "keys": chunk}
+            out += steps.run(
+                f"{name}/chunk_{i // CHUNK:03d}",
+                ident,
+                lambda chunk=chunk: self.score(chunk, scfg),
+            )
+        return out
+
+
+def draw_keys(results: BenchmarkResults, space: ChannelSpace, n: int, seed: int) -> list[str]:
+    """``n`` random networks of ``space`` in the file (every one when fewer), then the
+    uniform-width ones."""
+    uniform = [config_key(space.uniform(r)) for r in space.ratios]
+    keys = sorted(k for k in results.configs(space) if k not in uniform)
+    pick = np.random.default_rng(seed).permutation(len(keys))[:n]
+    return [keys[i] for i in pick] + [k for k in uniform if k in results.row]
+
+
+def flops_levels(results: BenchmarkResults) -> list[float]:
+    """The FLOPs levels of the bands: the quartiles of the file's FLOPs (as ``bench_cbm``)."""
+    return [float(v) for v in np.quantile(results.flops, [0.25, 0.5, 0.75])]
+
+
+def correlation_markdown(rows: Sequence[Mapping[str, Any]], label: str = "proxy") -> str:
+    """Rank correlations as a Markdown table (tau / rho of the scores, the ceiling, the floor)."""
+    head = (
+        f"| subset | networks | {label} tau | {label} rho | seed-vs-seed tau (ceiling) | "
+        "FLOPs-only tau (floor) |\n|---|---|---|---|---|---|\n"
+    )
+    names = ("score_tau", "score_rho", "seed_vs_seed_tau", "flops_tau")
+    cells = []
+    for r in rows:
+        vals = ["-" if r.get(n) is None else f"{r[n]:.3f}" for n in names]
+        cells.append(f"| {r['subset']} | {r['entries']} | " + " | ".join(vals) + " |")
+    return head + "\n".join(cells) + "\n"
+
+
+def proxy_step(
+    steps: Steps, bench: ProxyBench, results: BenchmarkResults, n: int, seed: int
+) -> dict[str, Any]:
+    """Score ``n`` random networks and the uniform ones by the proxy; the rank correlations,
+    ``proxy.md`` and the scatter plot ``proxy.png``."""
+    keys = draw_keys(results, bench.space, n, seed)
+    scfg = bench.scorer_config()
+    scores = bench.score_chunks(steps, "proxy", keys, scfg)
+    ident = {**bench.identity, "scorer": asdict(scfg), "keys": keys}
+
+    def compute() -> dict[str, Any]:
+        rows = rank_correlations(results, keys, scores, flops_levels(results))
+        return {"keys": keys, "scores": scores, "correlations": rows}
+
+    out = steps.run("proxy", ident, compute)
+    atomic_write_text(steps.root / "proxy.md", correlation_markdown(out["correlations"]))
+    save_figure(scatter(results, keys, scores), steps.root / "proxy.png")
+    return out
+
+
+def scatter(results: BenchmarkResults, keys: Sequence[str], scores: Sequence[float]) -> Any:
+    """Proxy accuracy against benchmark mean accuracy, coloured by FLOPs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = np.array([results.row[k] for k in keys])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    pts = ax.scatter(100 * np.asarray(scores), results.mean[idx], c=results.flops[idx] / 1e6, s=12)
+    fig.colorbar(pts, ax=ax, label="MFLOPs")
+    ax.set_xlabel("proxy accuracy on the search split (%)")
+    ax.set_ylabel("benchmark mean accuracy (%)")
+    ax.set_title(f"{len(keys)} networks")
+    return fig
+
+
+def search_step(
+    steps: Steps,
+    cfg: DictConfig,
+    bench: ProxyBench,
+    results: BenchmarkResults,
+    targets: Sequence[float],
+) -> dict[str, Any]:
+    """The paper's GA scored by the proxy at each FLOPs target (``cfg.search`` otherwise),
+    resumable in ``<root>/search``; each winner judged by the benchmark."""
+    from metaprune.search import search
+
+    scfg = OmegaConf.merge(cfg, {"search": {"algorithm": "ga", "targets": list(targets)}})
+    ident = {**bench.identity, "search": plain(scfg.search)}
+    ident["search"].pop("resume", None)
+    out = workdir(steps.root / "search", ident)
+
+    def compute() -> dict[str, Any]:
+        resumed = OmegaConf.merge(scfg, {"search": {"resume": True}})
+        run = search(resumed, out, bench.path)
+        return judge(results, bench.space, targets, run.winners)
+
+    res = steps.run("search", ident, compute)
+    atomic_write_text(steps.root / "search.md", search_markdown(res))
+    return res
+
+
+def judge(
+    results: BenchmarkResults,
+    space: ChannelSpace,
+    targets: Sequence[float],
+    winners: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Each target's winner by the benchmark: mean (%), percentile among the feasible networks,
+    regret (points) to the best feasible, and the best feasible uniform-width network."""
+    uniform = [config_key(space.uniform(r)) for r in space.ratios]
+    rows = []
+    for t, w in zip(targets, winners, strict=True):
+        feasible = feasible_means(results, space, t)
+        limit = flops_limit(results, space, t)
+        ok_uniform = [k for k in uniform if results.flops[results.row[k]] <= limit]
+        best_u = max(ok_uniform, key=lambda k: results.mean[results.row[k]], default=None)
+        row: dict[str, Any] = {"target": t, "best_acc": float(feasible.max())}
+        row["uniform"] = best_u
+        row["uniform_acc"] = None if best_u is None else float(results.mean[results.row[best_u]])
+        if w["best"] is not None:
+            key = config_key(space.config(w["best"]["genes"]))
+            acc = float(results.mean[results.row[key]])
+            row |= {
+                "winner": key,
+                "proxy_acc": 100 * float(w["best"]["accuracy"]),
+                "winner_acc": acc,
+                "percentile": percentile(feasible, acc),
+                "regret": float(feasible.max()) - acc,
+            }
+        rows.append(row)
+    return {"targets": rows}
+
+
+def search_markdown(res: Mapping[str, Any]) -> str:
+    """The judged winners as a Markdown table."""
+    lines = [
+        "| FLOPs target | winner | proxy acc. (%) | benchmark mean (%) | percentile among "
+        "feasible (%) | regret (points) | best feasible (%) | best feasible uniform (%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["targets"]:
+        u = "-" if r["uniform"] is None else f"`{r['uniform']}` {r['uniform_acc']:.2f}"
+        if "winner" not in r:
+            lines.append(
+                f"| <= {r['target']:.0%} | none | - | - | - | - | {r['best_acc']:.2f} | {u} |"
+            )
+            continue
+        lines.append(
+            f"| <= {r['target']:.0%} | `{r['winner']}` | {r['proxy_acc']:.2f} | "
+            f"{r['winner_acc']:.2f} | {r['percentile']:.2f} | {r['regret']:.2f} | "
+            f"{r['best_acc']:.2f} | {u} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def knobs_step(
+    steps: Steps,
+    bench: ProxyBench,
+    results: BenchmarkResults,
+    proxy: Mapping[str, Any],
+    n: int,
+    knobs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The ``proxy`` step's first ``n`` networks scored with each setting of ``knobs``
+    (:data:`KNOBS` unless given; one resumable sub-step each), their rank correlations beside
+    the ``proxy`` step's settings on the same networks (``default``), and ``knobs.md``."""
+    knobs = KNOBS if knobs is None else knobs
+    keys = list(proxy["keys"][:n])
+    levels = flops_levels(results)
+    table = {"default": rank_correlations(results, keys, proxy["scores"][:n], levels)}
+    for name, overrides in knobs.items():
+        scfg = bench.scorer_config(**overrides)
+        scores = bench.score_chunks(steps, f"knobs/{name}", keys, scfg)
+        table[name] = rank_correlations(results, keys, scores, levels)
+    ident = {**bench.identity, "keys": keys, "knobs": {k: dict(v) for k, v in knobs.items()}}
+    ident["default_scorer"] = asdict(bench.scorer_config())
+    res = steps.run("knobs", ident, lambda: {"keys": keys, "correlations": table})
+    lines = [
+        f"## `{name}` ({dict(knobs.get(name, {})) or 'the proxy step'})\n\n"
+        + correlation_markdown(res["correlations"][name])
+        for name in ["default", *knobs]
+    ]
+    atomic_write_text(steps.root / "knobs.md", "\n".join(lines))
+    return res

@@ -1,0 +1,179 @@
+"""The quality benchmark's steps (tools/bench_quality.py) on a results file made for the
+``choices=[0.5, 1.0]`` subspace of ``cbm_mobilenet`` (128 networks, exact FLOPs and params,
+made-up accuracies) and FakeData: every step runs, writes its outputs, is skipped when done and
+refuses a stored result made from other inputs.  Plumbing only: no accuracy claim."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metaprune import create_space
+from metaprune.benchmarks import config_key, load_results, rank_correlations
+from metaprune.benchmarks import quality as quality_mod
+from metaprune.benchmarks.reference import percentile, spearman_rho
+from metaprune.cost import cost_model
+from metaprune.cost.latency import kendall_tau
+from metaprune.engine.identity import StaleStageError
+
+CHOICES = "space.choices=[0.5,1.0]"
+TOOL = Path(__file__).parents[1] / "tools" / "bench_quality.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("bench_quality", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return load_tool()
+
+
+@pytest.fixture(scope="module")
+def results_file(tmp_path_factory) -> Path:
+    """Every network of the subspace with its exact counts; accuracy rises with the widths,
+    unequally per gene, plus seed noise (percent, three seeds)."""
+    space = create_space("cbm_mobilenet", choices=[0.5, 1.0])
+    rng = np.random.default_rng(0)
+    configs = [space.sample(rng) for _ in range(4000)]
+    configs = list({c.width_tuple(): c for c in configs}.values())
+    assert len(configs) == 2 ** len(space.genes)
+    cm = cost_model(space)
+    w = np.linspace(3.0, 0.5, len(space.genes))
+    data = {}
+    for c, f, p in zip(configs, cm.flops_many(configs), cm.params_many(configs), strict=True):
+        base = 85.0 + 5.0 * float(w @ np.array(c.ratios())) / w.sum()
+        acc = [round(base + float(e), 3) for e in rng.normal(0, 0.2, 3)]
+        data[config_key(c)] = {
+            "acc": acc,
+            "mean": float(np.mean(acc)),
+            "std": float(np.std(acc)),
+            "flops": int(f),
+            "params": int(p),
+        }
+    path = tmp_path_factory.mktemp("cbm") / "results.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_spearman_rho_and_percentile():
+    assert spearman_rho([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman_rho([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties take their mean rank: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4)
+    assert spearman_rho([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
+    with pytest.raises(ValueError, match="equal length"):
+        spearman_rho([1, 2], [1, 2, 3])
+    assert percentile(np.array([3.0, 2.0, 1.0, 0.5]), 2.0) == 25.0
+    assert percentile(np.array([3.0, 2.0]), 3.0) == 0.0
+
+
+def test_rank_correlations_on_the_same_entries(results_file):
+    res = load_results(results_file)
+    keys = list(res.keys[:60])
+    mean = res.mean[[res.row[k] for k in keys]]
+    rows = rank_correlations(res, keys, list(mean), [float(np.median(res.flops))])
+    assert rows[0]["subset"] == "all" and rows[0]["entries"] == 60
+    assert rows[0]["score_tau"] == pytest.approx(1.0) and rows[0]["score_rho"] == pytest.approx(1.0)
+    acc = res.acc[[res.row[k] for k in keys]]
+    assert rows[0]["seed_vs_seed_tau"] == pytest.approx(kendall_tau(acc[:, 0], acc[:, 1]))
+    assert 0 < rows[1]["entries"] < 60
+    with pytest.raises(KeyError, match="not in"):
+        rank_correlations(res, ["1111111"], [0.5], [])
+
+
+def test_oracle_step_resumes_and_refuses_other_inputs(tool, results_file, tmp_path, monkeypatch):
+    def args(population: int = 8) -> list[str]:
+        return [
+            *("--results", str(results_file), "--out-root", str(tmp_path), "--steps", "oracle"),
+            *("--targets", "0.5", "0.75", "--oracle-seeds", "2", "--oracle-generations", "3"),
+            *("--oracle-population", str(population), "--set", CHOICES),
+        ]
+
+    out = tool.main(args())["oracle"]
+    root = tmp_path / "cbm_mobilenet_cifar10"
+    assert (root / "oracle.md").read_text().count("| <= ") == 4  # 2 targets x 2 searches
+    assert (root / "oracle.png").stat().st_size > 0
+    res = load_results(results_file)
+    space = create_space("cbm_mobilenet", choices=[0.5, 1.0])
+    top = res.flops[res.row[config_key(space.max())]]
+    for t, row in zip((0.5, 0.75), out["targets"], strict=True):
+        feasible = res.mean[res.flops <= t * top]
+        assert row["feasible"] == feasible.size and row["best_acc"] == feasible.max()
+        for algo in ("ga", "random"):
+            run = json.loads((root / f"oracle/{algo}_{t:g}_s1.json").read_text())["result"]
+            trace = [v for v in run["trace"] if v is not None]
+            assert trace == sorted(trace) and trace[-1] == run["winner_acc"]
+            assert 8 * 3 <= run["evaluations"] <= 8 * 3 + 2  # + the uniform baselines
+            if run["to_best"] is not None:
+                i = run["to_best"]
+                assert run["trace"][i - 1] == feasible.max()
+                assert all(v is None or v < feasible.max() for v in run["trace"][: i - 1])
+    monkeypatch.setattr("metaprune.benchmarks.oracle.oracle_run", _must_not_run)
+    assert tool.main(args())["oracle"] == out  # done: nothing searched again
+    with pytest.raises(StaleStageError, match="population"):
+        tool.main(args(population=9))
+
+
+def _must_not_run(*a, **k):
+    raise AssertionError("a finished step ran again")
+
+
+FAKE = [
+    "data.image_size=32",
+    "data.fake_size=48",
+    "data.fake_test_size=16",
+    "data.search_size=32",
+    "train.batch_size=16",
+    "train.eval_batch_size=32",
+    "train.recalib_batches=1",
+    "train.val_batches=1",
+    "train.progress=false",
+    "search.tensorboard=false",
+    "search.baseline_ratios=[0.5,1.0]",
+    "search.scorer.recalib_batches=1",
+    "search.scorer.recalib_batch_size=16",
+    "search.scorer.eval_batch_size=32",
+]
+
+
+def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        quality_mod,
+        "KNOBS",
+        {"clean_recalib": {"recalib_augment": False}, "split_8": {"search_limit": 8}},
+    )
+    args = ["--results", str(results_file), "--out-root", str(tmp_path), "--data", "fake"]
+    args += ["--steps", "train", "proxy", "search", "knobs", "--epochs", "1", "--configs", "5"]
+    args += ["--knob-configs", "4", "--search-population", "4", "--search-generations", "1"]
+    args += ["--targets", "0.75", "--set", CHOICES, *FAKE]
+    out = tool.main(args)
+    root = tmp_path / "cbm_mobilenet_cifar10"
+    assert Path(out["train"]["pruningnet_file"]).is_file()
+    assert out["train"]["recipe"]["model"]["name"] == "cbm_mobilenet"
+    proxy = out["proxy"]
+    assert len(proxy["keys"]) == 5 + 2 and proxy["keys"][-2:] == ["2222222", "4444444"]
+    assert all(0.0 <= s <= 1.0 for s in proxy["scores"])
+    assert proxy["correlations"][0]["entries"] == 7 and "score_tau" in proxy["correlations"][0]
+    assert (root / "proxy.png").stat().st_size > 0 and "| all | 7 |" in (
+        root / "proxy.md"
+    ).read_text()
+    (judged,) = out["search"]["targets"]
+    res = load_results(results_file)
+    assert judged["winner"] in res.row
+    assert judged["regret"] == pytest.approx(judged["best_acc"] - judged["winner_acc"])
+    assert judged["uniform"] == "2222222"  # 4444444 is above 75 % of its own FLOPs
+    assert set(out["knobs"]["correlations"]) == {"default", "clean_recalib", "split_8"}
+    assert (root / "knobs.md").read_text().count("## ") == 3
+    # done steps are skipped: nothing is trained or scored again
+    monkeypatch.setattr("metaprune.train.train", _must_not_run)
+    monkeypatch.setattr(quality_mod.ProxyBench, "score", _must_not_run)
+    again = tool.main(args)
+    assert again["proxy"] == proxy and again["search"] == out["search"]
+    assert again["knobs"] == out["knobs"]

@@ -1,0 +1,142 @@
+"""Benchmark: does the proxy rank networks, and does the search find good ones (issue part 3)?
+
+MetaPruning (Liu et al., ICCV 2019) on a Channel-Bench-Macro space, every network judged by the
+benchmark's stand-alone accuracy (:mod:`metaprune.benchmarks.oracle` and
+:mod:`metaprune.benchmarks.quality` hold the steps; this is their command line).  Steps, in
+order, each resumable and skipped when done (outputs under ``<out-root>/<name>/``; a step made
+from other inputs is refused, naming them):
+
+* ``oracle``: the paper's GA and random search (same budget) scored by the benchmark at each
+  FLOPs target, ``--oracle-seeds`` seeds each (``oracle.md``, ``oracle.png``); needs no data,
+* ``train``: a PruningNet with the project's ``train`` on ``--data-root`` (CIFAR-10, JPEG q75),
+* ``proxy``: ``--configs`` random networks and the uniform ones scored by the search's proxy
+  scorer (racing off); Kendall tau / Spearman rho against the benchmark (``proxy.md``,
+  ``proxy.png``),
+* ``search``: the paper's GA with the proxy at each target, winners judged (``search.md``),
+* ``knobs``: the proxy figures on ``--knob-configs`` networks for other scorer settings
+  (``knobs.md``).
+
+Usage: ``python tools/bench_quality.py --results PATH/Results_MobileNet.json --data-root
+data/cifar10-jpeg [--steps oracle train proxy search knobs] [--epochs 2] [--configs 200]
+[--set KEY=VALUE ...]`` (``--set`` adds Hydra overrides of the project's config, e.g.
+``train.batch_size=256``).  Tables are printed as Markdown and written beside the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metaprune.benchmarks import BenchmarkResults, load_results
+from metaprune.benchmarks.oracle import oracle_markdown, oracle_step
+from metaprune.benchmarks.quality import (
+    ProxyBench,
+    correlation_markdown,
+    knobs_step,
+    proxy_step,
+    search_markdown,
+    search_step,
+    train_step,
+)
+from metaprune.benchmarks.steps import Steps
+from metaprune.config import build_space
+from metaprune.engine.identity import file_hash
+from metaprune.schema import load_config
+from metaprune.search import SearchConfig
+
+STEPS = ("oracle", "train", "proxy", "search", "knobs")
+BENCHMARK_INPUT = ((3, 32, 32), 10)
+"""The benchmark's networks: 3x32x32 input, 10 classes."""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", required=True, help="the benchmark's results JSON file")
+    ap.add_argument("--data-root", help="CIFAR-10 folder (JPEG or pickle layout) for train..knobs")
+    ap.add_argument("--name", default="cbm_mobilenet_cifar10", help="output folder name")
+    ap.add_argument("--out-root", default="outputs/bench_quality")
+    ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    ap.add_argument("--model", default="cbm_mobilenet", help="the benchmark's family")
+    ap.add_argument("--data", default="cifar10", help="the project's data group")
+    ap.add_argument("--targets", nargs="+", type=float, default=[0.25, 0.5, 0.75])
+    ap.add_argument("--oracle-seeds", type=int, default=10)
+    ap.add_argument("--oracle-population", type=int, default=50, help="paper: 50")
+    ap.add_argument("--oracle-generations", type=int, default=20, help="paper: 20")
+    ap.add_argument("--epochs", type=int, default=2, help="PruningNet epochs (CPU budget)")
+    ap.add_argument("--configs", type=int, default=200, help="random networks the proxy scores")
+    ap.add_argument("--knob-configs", type=int, default=30, help="networks per knob setting")
+    ap.add_argument("--search-population", type=int, default=16, help="paper: 50")
+    ap.add_argument("--search-generations", type=int, default=4, help="paper: 20")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the proxy's random networks")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    return ap.parse_args(argv)
+
+
+def evolution(population: int, generations: int) -> dict[str, int]:
+    """The paper's GA proportions at another population: half mutation, half crossover
+    children, the top fifth as parents (paper: 25 + 25 of 50, top 10)."""
+    half = population // 2
+    return {
+        "population": population,
+        "generations": generations,
+        "parents": max(2, population // 5),
+        "mutation_children": half,
+        "crossover_children": half,
+    }
+
+
+def compose(args: argparse.Namespace) -> Any:
+    """The project's config for the train..knobs steps: the family, ``--data`` at ``--data-root``,
+    ``--epochs``, the proxy search's size, then ``--set``."""
+    over = [f"model={args.model}", f"data={args.data}", f"train.epochs={args.epochs}"]
+    if args.data_root:
+        over.append(f"data.root={args.data_root}")
+    evo = evolution(args.search_population, args.search_generations)
+    over += [f"search.{k}={v}" for k, v in evo.items()]
+    return load_config(over + list(args.set))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the chosen steps; returns each step's result by name."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    results: BenchmarkResults = load_results(args.results)
+    results_id = {"path": str(Path(args.results)), "sha256": file_hash(args.results)}
+    steps = Steps(Path(args.out_root) / args.name)
+    cfg = compose(args)
+    space = build_space(cfg.model, cfg.get("space"), *BENCHMARK_INPUT)
+    out: dict[str, Any] = {}
+    if "oracle" in args.steps:
+        evo = evolution(args.oracle_population, args.oracle_generations)
+        scfg = SearchConfig(**evo, tensorboard=False)
+        out["oracle"] = oracle_step(
+            steps, space, results, results_id, args.targets, args.oracle_seeds, scfg
+        )
+        print(f"## Oracle search ({steps.root / 'oracle.png'})\n\n{oracle_markdown(out['oracle'])}")
+    later = [s for s in STEPS[1:] if s in args.steps]
+    if not later:
+        return out
+    trained = train_step(steps, cfg)
+    out["train"] = trained
+    print(f"## PruningNet: {trained['pruningnet']}\n")
+    bench = ProxyBench(cfg, trained["pruningnet_file"], space)
+    if "proxy" in later or "knobs" in later:
+        out["proxy"] = proxy_step(steps, bench, results, args.configs, args.seed)
+        rows = out["proxy"]["correlations"]
+        print(f"## Proxy against the benchmark ({steps.root / 'proxy.png'})\n")
+        print(correlation_markdown(rows))
+    if "search" in later:
+        out["search"] = search_step(steps, cfg, bench, results, args.targets)
+        print(f"## Proxy-scored search\n\n{search_markdown(out['search'])}")
+    if "knobs" in later:
+        out["knobs"] = knobs_step(steps, bench, results, out["proxy"], args.knob_configs)
+        print(f"## What moves the proxy: {steps.root / 'knobs.md'}\n")
+        print((steps.root / "knobs.md").read_text())
+    return out
+
+
+if __name__ == "__main__":
+    main()
