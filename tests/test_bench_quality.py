@@ -1,5 +1,5 @@
 """The quality benchmark's steps (tools/bench_quality.py) on a results file made for the
-``choices=[0.5, 1.0]`` subspace of ``cbm_mobilenet`` (128 networks, exact FLOPs and params,
+``choices=[0.25, 0.5]`` subspace of ``cbm_mobilenet`` (128 networks, exact FLOPs and params,
 made-up accuracies) and FakeData: every step runs, writes its outputs, is skipped when done and
 refuses a stored result made from other inputs.  Plumbing only: no accuracy claim."""
 
@@ -20,7 +20,8 @@ from metaprune.cost import cost_model
 from metaprune.cost.latency import kendall_tau
 from metaprune.engine.identity import StaleStageError
 
-CHOICES = "space.choices=[0.5,1.0]"
+SUB = [0.25, 0.5]
+CHOICES = "space.choices=[0.25,0.5]"
 TOOL = Path(__file__).parents[1] / "tools" / "bench_quality.py"
 
 
@@ -40,7 +41,7 @@ def tool():
 def results_file(tmp_path_factory) -> Path:
     """Every network of the subspace with its exact counts; accuracy rises with the widths,
     unequally per gene, plus seed noise (percent, three seeds)."""
-    space = create_space("cbm_mobilenet", choices=[0.5, 1.0])
+    space = create_space("cbm_mobilenet", choices=SUB)
     rng = np.random.default_rng(0)
     configs = [space.sample(rng) for _ in range(4000)]
     configs = list({c.width_tuple(): c for c in configs}.values())
@@ -85,7 +86,7 @@ def test_rank_correlations_on_the_same_entries(results_file):
     assert rows[0]["seed_vs_seed_tau"] == pytest.approx(kendall_tau(acc[:, 0], acc[:, 1]))
     assert 0 < rows[1]["entries"] < 60
     with pytest.raises(KeyError, match="not in"):
-        rank_correlations(res, ["1111111"], [0.5], [])
+        rank_correlations(res, ["4444444"], [0.5], [])
 
 
 def test_oracle_step_resumes_and_refuses_other_inputs(tool, results_file, tmp_path, monkeypatch):
@@ -101,7 +102,7 @@ def test_oracle_step_resumes_and_refuses_other_inputs(tool, results_file, tmp_pa
     assert (root / "oracle.md").read_text().count("| <= ") == 4  # 2 targets x 2 searches
     assert (root / "oracle.png").stat().st_size > 0
     res = load_results(results_file)
-    space = create_space("cbm_mobilenet", choices=[0.5, 1.0])
+    space = create_space("cbm_mobilenet", choices=SUB)
     top = res.flops[res.row[config_key(space.max())]]
     for t, row in zip((0.5, 0.75), out["targets"], strict=True):
         feasible = res.mean[res.flops <= t * top]
@@ -136,7 +137,8 @@ FAKE = [
     "train.val_batches=1",
     "train.progress=false",
     "search.tensorboard=false",
-    "search.baseline_ratios=[0.5,1.0]",
+    "pruningnet.hidden=4",
+    "search.baseline_ratios=[0.25,0.5]",
     "search.scorer.recalib_batches=1",
     "search.scorer.recalib_batch_size=16",
     "search.scorer.eval_batch_size=32",
@@ -158,7 +160,7 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     assert Path(out["train"]["pruningnet_file"]).is_file()
     assert out["train"]["recipe"]["model"]["name"] == "cbm_mobilenet"
     proxy = out["proxy"]
-    assert len(proxy["keys"]) == 5 + 2 and proxy["keys"][-2:] == ["2222222", "4444444"]
+    assert len(proxy["keys"]) == 5 + 2 and proxy["keys"][-2:] == ["1111111", "2222222"]
     assert all(0.0 <= s <= 1.0 for s in proxy["scores"])
     assert proxy["correlations"][0]["entries"] == 7 and "score_tau" in proxy["correlations"][0]
     assert (root / "proxy.png").stat().st_size > 0 and "| all | 7 |" in (
@@ -168,7 +170,7 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     res = load_results(results_file)
     assert judged["winner"] in res.row
     assert judged["regret"] == pytest.approx(judged["best_acc"] - judged["winner_acc"])
-    assert judged["uniform"] == "2222222"  # 4444444 is above 75 % of its own FLOPs
+    assert judged["uniform"] == "1111111"  # 2222222 is above 75 % of its own FLOPs
     assert set(out["knobs"]["correlations"]) == {"default", "clean_recalib", "split_8"}
     assert (root / "knobs.md").read_text().count("## ") == 3
     # done steps are skipped: nothing is trained or scored again

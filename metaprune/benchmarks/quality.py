@@ -105,7 +105,7 @@ class ProxyBench:
     """The search's proxy scorer over a trained PruningNet and ``cfg.data``, loaded on first use
     (so steps already done load nothing)."""
 
-    def __init__(self, cfg: DictConfig, pruningnet: str | os.PathLike, space: ChannelSpace):
+    def __init__(self, cfg: DictConfig, pruningnet: str | os.PathLike, space: ChannelSpace) -> None:
         self.cfg, self.path, self.space = cfg, Path(pruningnet), space
         self.identity = {"pruningnet": file_hash(self.path), "data": plain(cfg.data)}
         self._parts: tuple[Any, Any, Any] | None = None
@@ -131,7 +131,9 @@ class ProxyBench:
         scorer = ProxyScorer.from_datasets(pnet, data, scfg, device)
         return [float(s) for s in scorer.score([key_config(self.space, k) for k in keys])]
 
-    def score_chunks(self, steps: Steps, name: str, keys: Sequence[str], scfg: ScorerConfig):
+    def score_chunks(
+        self, steps: Steps, name: str, keys: Sequence[str], scfg: ScorerConfig
+    ) -> list[float]:
         """Scores of ``keys``, ``CHUNK`` configs per resumable sub-step ``<name>/chunk_<i>``."""
         out: list[float] = []
         for i in range(0, len(keys), CHUNK):
