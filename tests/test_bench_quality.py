@@ -153,7 +153,17 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     )
     args = ["--results", str(results_file), "--out-root", str(tmp_path), "--data", "fake"]
     args += ["--steps", "train", "proxy", "search", "knobs", "--epochs", "1", "--configs", "5"]
-    args += ["--knob-configs", "4", "--search-population", "4", "--search-generations", "1"]
+    args += [
+        "--knob-configs",
+        "4",
+        "--knob-epochs",
+        "1",
+        "2",
+        "--search-population",
+        "4",
+        "--search-generations",
+        "1",
+    ]
     args += ["--targets", "0.75", "--set", CHOICES, *FAKE]
     out = tool.main(args)
     root = tmp_path / "cbm_mobilenet_cifar10"
@@ -171,8 +181,9 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     assert judged["winner"] in res.row
     assert judged["regret"] == pytest.approx(judged["best_acc"] - judged["winner_acc"])
     assert judged["uniform"] == "1111111"  # 2222222 is above 75 % of its own FLOPs
-    assert set(out["knobs"]["correlations"]) == {"default", "clean_recalib", "split_8"}
-    assert (root / "knobs.md").read_text().count("## ") == 3
+    assert set(out["knobs"]["correlations"]) == {"default", "clean_recalib", "split_8", "epochs_2"}
+    assert (root / "knobs.md").read_text().count("## ") == 4
+    assert (root / "train_e2" / "pruningnet.pt").is_file() and not (root / "train_e1").exists()
     # done steps are skipped: nothing is trained or scored again
     monkeypatch.setattr("metaprune.train.train", _must_not_run)
     monkeypatch.setattr(quality_mod.ProxyBench, "score", _must_not_run)

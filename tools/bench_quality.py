@@ -13,8 +13,8 @@ from other inputs is refused, naming them):
   scorer (racing off); Kendall tau / Spearman rho against the benchmark (``proxy.md``,
   ``proxy.png``),
 * ``search``: the paper's GA with the proxy at each target, winners judged (``search.md``),
-* ``knobs``: the proxy figures on ``--knob-configs`` networks for other scorer settings
-  (``knobs.md``).
+* ``knobs``: the proxy figures on ``--knob-configs`` networks for other scorer settings and
+  for PruningNets trained for ``--knob-epochs`` epochs (``knobs.md``).
 
 Usage: ``python tools/bench_quality.py --results PATH/Results_MobileNet.json --data-root
 data/cifar10-jpeg [--steps oracle train proxy search knobs] [--epochs 2] [--configs 200]
@@ -29,6 +29,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from metaprune.benchmarks import BenchmarkResults, load_results
 from metaprune.benchmarks.oracle import oracle_markdown, oracle_step
@@ -68,6 +70,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=2, help="PruningNet epochs (CPU budget)")
     ap.add_argument("--configs", type=int, default=200, help="random networks the proxy scores")
     ap.add_argument("--knob-configs", type=int, default=30, help="networks per knob setting")
+    ap.add_argument(
+        "--knob-epochs",
+        nargs="*",
+        type=int,
+        default=[1],
+        help="knobs: also PruningNets trained for these epochs (each a training run)",
+    )
     ap.add_argument("--search-population", type=int, default=16, help="paper: 50")
     ap.add_argument("--search-generations", type=int, default=4, help="paper: 20")
     ap.add_argument("--seed", type=int, default=0, help="seed of the proxy's random networks")
@@ -132,7 +141,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out["search"] = search_step(steps, cfg, bench, results, args.targets)
         print(f"## Proxy-scored search\n\n{search_markdown(out['search'])}")
     if "knobs" in later:
-        out["knobs"] = knobs_step(steps, bench, results, out["proxy"], args.knob_configs)
+        others = {}
+        for e in sorted(set(args.knob_epochs) - {args.epochs}):
+            cfg_e = OmegaConf.merge(cfg, {"train": {"epochs": e}})
+            pnet_e = train_step(steps, cfg_e, f"train_e{e}")["pruningnet_file"]
+            others[f"epochs_{e}"] = ProxyBench(cfg_e, pnet_e, space)
+        out["knobs"] = knobs_step(
+            steps, bench, results, out["proxy"], args.knob_configs, pruningnets=others
+        )
         print(f"## What moves the proxy: {steps.root / 'knobs.md'}\n")
         print((steps.root / "knobs.md").read_text())
     return out

@@ -17,7 +17,8 @@ benchmark's stand-alone accuracy.  The steps (each resumable, :mod:`metaprune.be
   search, resumable); each winner's benchmark mean, percentile among the feasible networks,
   regret to the best feasible one, and the best feasible uniform-width network,
 * ``knobs``: the ``proxy`` figures on the first networks for other scorer settings (fewer or
-  more recalibration images, clean recalibration, a smaller evaluation split), one sub-step each.
+  more recalibration images, clean recalibration, a smaller evaluation split) and for
+  PruningNets trained for other numbers of epochs, one sub-step each.
 
 Accuracies in the tables are percent: the benchmark's on the original CIFAR-10 test set, the
 proxy's on the search split of the data the PruningNet was trained on.
@@ -84,21 +85,21 @@ def recipe(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-def train_step(steps: Steps, cfg: DictConfig) -> dict[str, Any]:
-    """Train the PruningNet of ``cfg`` into ``<root>/train`` (``train`` resumes and skips on its
-    own); the result names the recipe and the PruningNet file beside the training metrics."""
+def train_step(steps: Steps, cfg: DictConfig, name: str = "train") -> dict[str, Any]:
+    """Train the PruningNet of ``cfg`` into ``<root>/<name>`` (``train`` resumes and skips on
+    its own); the result names the recipe and the PruningNet file beside the training metrics."""
     from metaprune.pruningnet import PRUNINGNET_FILE
     from metaprune.train import train
 
     ident = {"recipe": recipe(cfg)}
-    out = workdir(steps.root / "train", ident)
+    out = workdir(steps.root / name, ident)
 
     def compute() -> dict[str, Any]:
         metrics = train(cfg, out)
         keep = {k: v for k, v in metrics.items() if k not in ("identity", "space")}
         return {"recipe": ident["recipe"], "pruningnet_file": str(out / PRUNINGNET_FILE), **keep}
 
-    return steps.run("train", ident, compute)
+    return steps.run(name, ident, compute)
 
 
 class ProxyBench:
@@ -299,25 +300,33 @@ def knobs_step(
     proxy: Mapping[str, Any],
     n: int,
     knobs: Mapping[str, Mapping[str, Any]] | None = None,
+    pruningnets: Mapping[str, ProxyBench] | None = None,
 ) -> dict[str, Any]:
     """The ``proxy`` step's first ``n`` networks scored with each setting of ``knobs``
-    (:data:`KNOBS` unless given; one resumable sub-step each), their rank correlations beside
-    the ``proxy`` step's settings on the same networks (``default``), and ``knobs.md``."""
+    (:data:`KNOBS` unless given) and by each other PruningNet of ``pruningnets`` (e.g. trained
+    for fewer epochs; the ``proxy`` step's settings), one resumable sub-step each; their rank
+    correlations beside the ``proxy`` step's on the same networks (``default``), and
+    ``knobs.md``."""
     knobs = KNOBS if knobs is None else knobs
+    pruningnets = pruningnets or {}
     keys = list(proxy["keys"][:n])
     levels = flops_levels(results)
+    settings = [(name, bench, bench.scorer_config(**o)) for name, o in knobs.items()]
+    settings += [(name, b, b.scorer_config()) for name, b in pruningnets.items()]
     table = {"default": rank_correlations(results, keys, proxy["scores"][:n], levels)}
-    for name, overrides in knobs.items():
-        scfg = bench.scorer_config(**overrides)
-        scores = bench.score_chunks(steps, f"knobs/{name}", keys, scfg)
+    for name, b, scfg in settings:
+        scores = b.score_chunks(steps, f"knobs/{name}", keys, scfg)
         table[name] = rank_correlations(results, keys, scores, levels)
     ident = {**bench.identity, "keys": keys, "knobs": {k: dict(v) for k, v in knobs.items()}}
     ident["default_scorer"] = asdict(bench.scorer_config())
+    ident["pruningnets"] = {k: b.identity["pruningnet"] for k, b in pruningnets.items()}
     res = steps.run("knobs", ident, lambda: {"keys": keys, "correlations": table})
+    label = {"default": "the proxy step's settings"}
+    label |= {k: f"scorer {dict(v)}" for k, v in knobs.items()}
+    label |= {k: f"PruningNet {b.path}" for k, b in pruningnets.items()}
     lines = [
-        f"## `{name}` ({dict(knobs.get(name, {})) or 'the proxy step'})\n\n"
-        + correlation_markdown(res["correlations"][name])
-        for name in ["default", *knobs]
+        f"## `{name}` ({label[name]})\n\n" + correlation_markdown(res["correlations"][name])
+        for name in label
     ]
     atomic_write_text(steps.root / "knobs.md", "\n".join(lines))
     return res
