@@ -8,9 +8,10 @@ to it) are generated, their BN statistics recalibrated on a fixed draw of traini
 (sec. 3.3; augmented as in the paper, or clean with ``train.recalib_augment=false``), and scored
 on the ``search`` split; the accuracies go to TensorBoard and ``metrics.json``.
 
-:func:`train_pruningnet` is the training loop for any re-iterable of ``(images, labels)``, a
-user's own ``DataLoader`` included; ``train(cfg, out_dir)``, what ``metaprune train`` and a
-notebook call, builds the data, the PruningNet and the validation from the config and runs it.
+:func:`~metaprune.pruningnet.training.train_pruningnet` is the training loop for any
+re-iterable of ``(images, labels)``, a user's own ``DataLoader`` included; ``train(cfg, out_dir)``,
+what ``metaprune train`` and a notebook call, builds the data, the PruningNet and the validation
+from the config and runs it.
 The run directory holds ``checkpoint.pt`` (resume state, each epoch), ``pruningnet.pt`` (the final
 hypernetwork, :mod:`metaprune.pruningnet.checkpoint`), ``metrics.json`` and ``tb/``.
 
@@ -28,8 +29,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, replace
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,31 +46,27 @@ from metaprune.engine import (
     Runtime,
     SchedConfig,
     TrainConfig,
-    Trainer,
-    evaluate,
-    recalibrate_bn,
     require_fingerprint,
     seed_everything,
 )
 from metaprune.engine.identity import require_identity
-from metaprune.engine.trainer import StepFn, ValidateFn, train_loader
+from metaprune.engine.trainer import train_loader
 from metaprune.groups import to_dataclass
 from metaprune.io import atomic_write_json, read_json
-from metaprune.models import build_pruned
-from metaprune.pruningnet import ConfigSampler, PruningNet, PruningNetConfig, create_pruningnet
-from metaprune.pruningnet.checkpoint import PRUNINGNET_FILE, pruningnet_meta, save_pruningnet
-from metaprune.space import ChannelConfig, ChannelSpace
+from metaprune.pruningnet import PruningNet, PruningNetConfig, create_pruningnet
+from metaprune.pruningnet.checkpoint import PRUNINGNET_FILE, save_pruningnet
+from metaprune.pruningnet.training import (
+    reference_configs,
+    run_fingerprint,
+    score_config,
+    train_pruningnet,
+)
+from metaprune.space import ChannelSpace
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def run_fingerprint(space: ChannelSpace, pcfg: PruningNetConfig) -> str:
-    """Identity of a PruningNet training run: the space and the hypernetwork's options."""
-    affine = "-affine" if pcfg.bn_affine else ""
-    return f"{space.family}:{space.fingerprint}:{pcfg.encoding}-h{pcfg.hidden}{affine}"
 
 
 def train_identity(
@@ -92,84 +89,6 @@ def train_identity(
         "sched": asdict(sched),
         "train": tcfg.identity(),
     }
-
-
-def pruningnet_step(sampler: ConfigSampler) -> StepFn:
-    """The training step: mean loss of the PruningNet over the configs ``sampler`` draws."""
-
-    def step(model, x, y, rng, loss_fn):
-        configs = sampler.sample(rng)
-        return sum(loss_fn(model(x, c), y) for c in configs) / len(configs)
-
-    return step
-
-
-def train_pruningnet(
-    pnet: PruningNet,
-    loader: Iterable[Batch],
-    *,
-    train: TrainConfig | None = None,
-    optim: OptimConfig | None = None,
-    sched: SchedConfig | None = None,
-    sampler: ConfigSampler | None = None,
-    validate: ValidateFn | None = None,
-    out_dir: str | os.PathLike | None = None,
-    identity: Mapping[str, Any] | None = None,
-    runtime: Runtime | None = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """Train ``pnet`` in place by stochastic structure sampling on ``loader``.
-
-    ``loader`` is any re-iterable of ``(images, labels)`` batches with a ``len`` (a
-    ``torch.utils.data.DataLoader`` is one); batches are moved to the device.  ``train`` and
-    ``options`` (any :class:`~metaprune.engine.TrainConfig` field, e.g. ``epochs=3``,
-    ``device="cuda"``, ``seed=1``, ``grad_clip=5.0``; ``options`` override ``train``) set the
-    loop; ``optim`` and ``sched`` the SGD recipe.  ``sampler`` draws each step's configs (default:
-    the ``sampling`` and ``sandwich`` options).  ``validate(pnet)`` is called after every epoch
-    and returns scalars for the history (see :func:`score_config` for scoring a config).
-    ``out_dir`` receives a checkpoint each epoch (``resume=True`` continues one) and TensorBoard
-    scalars; ``None`` writes nothing.  ``identity`` is stored in the checkpoints and checked on
-    resume (:class:`~metaprune.engine.Trainer`).  Returns ``{epochs, steps, seconds, history,
-    val}`` (``val``: the last validation).
-    """
-    tcfg = replace(train or TrainConfig(), **options)
-    sampler = sampler or ConfigSampler(pnet.space, tcfg.sampling, tcfg.sandwich)
-    trainer = Trainer(
-        pnet,
-        loader,
-        out_dir,
-        train=tcfg,
-        optim=optim,
-        sched=sched,
-        step_fn=pruningnet_step(sampler),
-        validate_fn=validate,
-        fingerprint=run_fingerprint(pnet.space, pnet.config),
-        identity=identity,
-        meta=pruningnet_meta(pnet),
-        runtime=runtime,
-    )
-    return trainer.fit()
-
-
-def reference_configs(space: ChannelSpace) -> dict[str, ChannelConfig]:
-    """The configs validated each epoch: ``max``, ``min`` and ``uniform0.5`` (every gene at the
-    choice nearest to 0.5)."""
-    return {"max": space.max(), "min": space.min(), "uniform0.5": space.uniform(0.5, nearest=True)}
-
-
-def score_config(
-    pnet: PruningNet,
-    config: ChannelConfig,
-    recalib: Iterable[Batch],
-    batches: Iterable[Batch],
-) -> float:
-    """Top-1 accuracy of ``config`` with generated weights, after BN recalibration on
-    ``recalib`` (sec. 3.3), over ``batches``."""
-    device = pnet.classifier.weight.device
-    net = build_pruned(pnet.space, config, device=device)
-    net.load_state_dict(pnet.generate(config))
-    recalibrate_bn(net, recalib)
-    return evaluate(net, batches)[0]
 
 
 def _finished(

@@ -10,7 +10,7 @@ import torch
 from conftest import ddp_env
 from omegaconf import OmegaConf
 
-import metaprune.train as mtrain
+import metaprune.pruningnet.training as mtraining
 from metaprune import build_pruned, create_space
 from metaprune.data import build_datasets, make_loader, split_train_search
 from metaprune.data.fake import make_fake
@@ -20,13 +20,13 @@ from metaprune.engine import OptimConfig, SchedConfig, param_groups
 from metaprune.engine.identity import StaleStageError
 from metaprune.io import CheckpointError, safe_torch_load
 from metaprune.pruningnet import ConfigSampler, create_pruningnet, load_pruningnet
-from metaprune.train import (
+from metaprune.pruningnet.training import (
     pruningnet_step,
     reference_configs,
     score_config,
-    train,
     train_pruningnet,
 )
+from metaprune.train import train
 
 
 def run_cfg(model="mobilenet_v2", epochs=1, **train_opts):
@@ -110,7 +110,7 @@ def test_two_step_training_run(finished_run):
 
 def kill_in_epoch_2(cfg, out_dir, monkeypatch) -> None:
     """Run ``train(cfg, out_dir)`` (one step per epoch) and kill it in its second step."""
-    real = mtrain.pruningnet_step
+    real = mtraining.pruningnet_step
 
     def killing_step(sampler):
         step, calls = real(sampler), []
@@ -123,10 +123,10 @@ def kill_in_epoch_2(cfg, out_dir, monkeypatch) -> None:
 
         return wrapped
 
-    monkeypatch.setattr(mtrain, "pruningnet_step", killing_step)
+    monkeypatch.setattr(mtraining, "pruningnet_step", killing_step)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out_dir)
-    monkeypatch.setattr(mtrain, "pruningnet_step", real)
+    monkeypatch.setattr(mtraining, "pruningnet_step", real)
     assert not (out_dir / "pruningnet.pt").exists()
 
 

@@ -4,7 +4,7 @@ Four parts (the timings measured side by side in one run):
 
 ``timing``  candidates scored per second (generation + BN recalibration + evaluation) at CIFAR-10
             sizes (3x32x32, 10 classes) for ResNet-20 and MobileNetV2 with an untrained
-            PruningNet: the plain path (``metaprune.train.score_config``: build, load, recalibrate,
+            PruningNet: the plain path (``metaprune.pruningnet.training.score_config``: build, load, recalibrate,
             evaluate with batches of 256) against :class:`~metaprune.search.ProxyScorer` without
             racing, on the same candidates and images; plus the fast scorer's time shares, and
             the fast scorer with ``--stack`` candidates per forward pass.
@@ -43,10 +43,10 @@ from metaprune import count_flops, create_space
 from metaprune.cost.latency import kendall_tau
 from metaprune.data import build_datasets, make_loader
 from metaprune.pruningnet import create_pruningnet, load_pruningnet
+from metaprune.pruningnet.training import score_config
 from metaprune.search import ProxyScorer, SearchConfig, default_costs, run_search
 from metaprune.search.config import ScorerConfig
 from metaprune.search.scoring.racing import RaceHistory, stage_ends
-from metaprune.train import score_config
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, bs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,10 +1,11 @@
-"""The PruningNet hypernetwork (MetaPruning, Liu et al., ICCV 2019, sec. 3.1-3.2), its sampler and
-its checkpoint file."""
+"""The PruningNet hypernetwork (MetaPruning, Liu et al., ICCV 2019, sec. 3.1-3.2), its sampler,
+its training loop and its checkpoint file."""
 
 from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
 from metaprune.pruningnet.checkpoint import PRUNINGNET_FILE, load_pruningnet, save_pruningnet
 from metaprune.pruningnet.net import PruningNet, PruningNetConfig, create_pruningnet
 from metaprune.pruningnet.sampler import ConfigSampler
+from metaprune.pruningnet.training import score_config, train_pruningnet
 
 __all__ = [
     "PRUNINGNET_FILE",
@@ -16,4 +17,6 @@ __all__ = [
     "create_pruningnet",
     "load_pruningnet",
     "save_pruningnet",
+    "score_config",
+    "train_pruningnet",
 ]
