@@ -64,7 +64,20 @@ class PipelineConfig:
     retrain_winners: bool = True
     """Retrain the winner of every search target from scratch."""
     baselines: bool = True
-    """Also retrain the widest uniform-width config within each winner's budget (its bounds)."""
+    """Also retrain each winner's matched-cost uniform-width baseline: the uniform config of
+    the smallest FLOPs at or above the winner's (``uniform_baseline(..., match=...)``)."""
+    seeds: int = 1
+    """Retrain every winner and baseline with this many seeds (``train.seed``, +1, ...); the
+    summary gives their mean and spread."""
+    workers: int = 1
+    """Retrains run side by side in this many processes (one per core; 1 = in this process)."""
+
+    def validate(self) -> PipelineConfig:
+        """Check value ranges; raises ``ValueError`` naming the bad field."""
+        for name in ("seeds", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pipeline.{name} must be >= 1, got {getattr(self, name)}")
+        return self
 
 
 @dataclass
@@ -109,8 +122,8 @@ def check_config(cfg: DictConfig) -> None:
     """Type- and range-check every group of a composed run configuration, before any stage
     runs: an unknown key, a wrong type or a value out of range raises an error naming the key
     (``retrain.train.epohcs``, ``search.population``, ``model: unknown model family``)."""
-    for name, schema in _GROUPS.items():
-        to_dataclass(schema, cfg.get(name), name)
+    groups = {name: to_dataclass(schema, cfg.get(name), name) for name, schema in _GROUPS.items()}
+    _check_latency_table(groups["search"])
     to_dataclass(ModelConfig, cfg.get("model"), "model")
     to_dataclass(SpaceConfig, cfg.get("space"), "space")
     try:
@@ -122,6 +135,18 @@ def check_config(cfg: DictConfig) -> None:
     retrain["pruningnet"] = retrain.get("pruningnet") or supernet_path(cfg, cfg.run_dir)
     rcfg = to_dataclass(RetrainConfig, retrain, "retrain")
     retrain_recipe(cfg, rcfg)  # the overrides merged onto their groups, as retraining does
+
+
+def _check_latency_table(scfg: SearchConfig) -> None:
+    """A search that bounds or optimises latency needs its table (the commands build the latency
+    cost from ``search.latency_table``); without one it would fail only when the search starts."""
+    used = set(scfg.constraints) | ({scfg.cost} if scfg.targets else set())
+    used |= set(scfg.objectives) if scfg.algorithm == "nsga2" else set()
+    if "latency" in used and not scfg.latency_table:
+        raise ConfigError(
+            "search: a latency constraint, target or objective needs search.latency_table "
+            "(build one with `metaprune latency build`)"
+        )
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:

@@ -29,6 +29,10 @@ BAD = [
     ("search.population=0", "search.population must be >= 1"),
     ("search.scorer.stack=0", "search.scorer.stack must be >= 1"),
     ("search.scorer.racing_slice=0", "search.scorer.racing_slice"),
+    # bounds are read at start-up: a latency target needs a unit and a table, ms is not FLOPs
+    ("search.targets=[2ms]", "search.targets[0]='2ms': 'ms' is a latency unit"),
+    ("+search.constraints.flops=[1M,2M,3M]", "a range must be [lower, upper]"),
+    ("+search.constraints.latency=5ms", "needs search.latency_table"),
     ("pruningnet.hidden=0", "pruningnet.hidden must be >= 1"),
     ("data.train_limit=0", "data.train_limit=0"),
     ("data.name=mnist", "data.name='mnist'"),
@@ -43,6 +47,14 @@ BAD = [
 def test_every_group_is_checked_at_composition(override: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(["experiment=tiny", override])
+
+
+def test_latency_bare_number_is_refused_at_start_up(tmp_path) -> None:
+    table = f"search.latency_table={tmp_path / 'lat.json'}"  # read when the search starts
+    with pytest.raises(ValueError, match="a bare number is ambiguous for latency"):
+        load_config(["experiment=tiny", "search.cost=latency", "search.targets=[1]", table])
+    cfg = load_config(["experiment=tiny", "search.cost=latency", "search.targets=[3ms]", table])
+    assert list(cfg.search.targets) == ["3ms"]
 
 
 def test_good_overrides_compose() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from metaprune.groups import to_dataclass
+from metaprune.search.constraints import check_bound_syntax
 
 COSTS = ("flops", "params", "latency")
 
@@ -149,6 +150,10 @@ class SearchConfig:
         bad = [o for o in self.objectives if o not in COSTS]
         if bad or not self.objectives:
             raise ValueError(f"search.objectives={self.objectives}; choose among {COSTS}")
+        for i, target in enumerate(self.targets):
+            check_bound_syntax(self.cost, target, f"search.targets[{i}]={target!r}")
+        for name, spec in self.constraints.items():
+            check_bound_syntax(name, spec, f"search.constraints.{name}={spec!r}")
         s = self.scorer
         if s.resident_mb < 0:
             raise ValueError(f"search.scorer.resident_mb must be >= 0, got {s.resident_mb}")

@@ -142,6 +142,17 @@ def parse_bound(cost: str, spec: Any, max_cost: float, what: str) -> Bound:
     return Bound(cost, None, parse_value(cost, spec, max_cost, what))
 
 
+def check_bound_syntax(cost: str, spec: Any, what: str) -> None:
+    """Raise :class:`BoundSyntaxError` (or ``ValueError`` for a malformed range) if ``spec``
+    cannot be read as a bound on ``cost``; feasibility needs the space and is checked when the
+    search starts.  What the start-up check of a config runs, before any stage."""
+    sides = spec if isinstance(spec, Sequence) and not isinstance(spec, str) else [spec]
+    if len(sides) not in (1, 2) or (len(sides) == 1 and sides is spec):
+        raise ValueError(f"{what}: a range must be [lower, upper], got {list(spec)}")
+    for value in sides:
+        parse_value(cost, value, 1.0, what)
+
+
 class Constraints:
     """Resolves constraint specs against a space and its cost functions, and checks configs.
 
