@@ -140,7 +140,7 @@ def check_config(cfg: DictConfig) -> None:
 def _check_latency_table(scfg: SearchConfig) -> None:
     """A search that bounds or optimises latency needs its table (the commands build the latency
     cost from ``search.latency_table``); without one it would fail only when the search starts."""
-    used = set(scfg.constraints) | ({scfg.cost} if scfg.targets else set())
+    used = set(scfg.constraints) | {scfg.cost}  # the primary cost: targets, results and plot
     used |= set(scfg.objectives) if scfg.algorithm == "nsga2" else set()
     if "latency" in used and not scfg.latency_table:
         raise ConfigError(

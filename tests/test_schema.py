@@ -57,6 +57,20 @@ def test_latency_bare_number_is_refused_at_start_up(tmp_path) -> None:
     assert list(cfg.search.targets) == ["3ms"]
 
 
+@pytest.mark.parametrize("algorithm", ["ga", "nsga2"])
+def test_latency_as_the_primary_cost_needs_a_table_without_targets(algorithm: str) -> None:
+    # the results table and plot are over search.cost, targeted or not
+    with pytest.raises(ValueError, match=r"needs search\.latency_table"):
+        load_config(
+            [
+                "experiment=tiny",
+                f"search.algorithm={algorithm}",
+                "search.cost=latency",
+                "search.targets=[]",
+            ]
+        )
+
+
 def test_good_overrides_compose() -> None:
     cfg = load_config(["experiment=tiny", "+retrain.train.batch_size=16", "retrain.init=inherit"])
     assert cfg.retrain.train.batch_size == 16

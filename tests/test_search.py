@@ -436,6 +436,16 @@ def test_impossible_constraint_names_smallest_value(space, tmp_path):
     assert not (tmp_path / "run").exists()  # reported before anything is scored or written
 
 
+@pytest.mark.parametrize("algorithm", ["ga", "nsga2"])
+def test_primary_cost_without_its_model_fails_before_scoring(space, tmp_path, algorithm):
+    # nsga2 over flops with search.cost=latency scored every generation, then failed on a bare
+    # KeyError 'latency' when plotting the results
+    scorer = Analytic(space)
+    with pytest.raises(ValueError, match=r"search cost 'latency' is not available"):
+        go(space, tmp_path, scorer=scorer, algorithm=algorithm, cost="latency")
+    assert scorer.calls == 0 and not (tmp_path / "run").exists()
+
+
 def test_load_search_round_trip(space, tmp_path):
     run, _ = go(space, tmp_path, targets=[0.5], tensorboard=True)
     d = tmp_path / "run"

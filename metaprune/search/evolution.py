@@ -169,7 +169,8 @@ class Evolution:
         self.baselines_done = False
         self.scorer_calls = 0
         self.strategy = strategy_class(cfg.algorithm)(self)
-        for name in self.strategy.front_costs():
+        # the primary cost (targets, results, plot) and the front's costs must be computable
+        for name in dict.fromkeys([cfg.cost, *self.strategy.front_costs()]):
             if name not in self.constraints.costs:
                 raise ValueError(
                     f"search cost {name!r} is not available; have {sorted(self.constraints.costs)}"
