@@ -150,6 +150,9 @@ def test_retrain_writes_result_resumes_and_skips(space, tmp_path, monkeypatch):
         retrain(OmegaConf.merge(make_cfg(two), {"data": {"fake_size": 80}}), out)
     assert (out / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert retrain(make_cfg(two, device="cpu", log_every=5), out) == result  # execution only
+    # ... and the train options only PruningNet training reads
+    pnet_only = {"sampling": "flops_uniform", "sandwich": True, "recalib_augment": False}
+    assert retrain(make_cfg(two, recalib_batches=3, **pnet_only), out) == result
 
     # a killed run resumed with another learning rate is refused too (its checkpoint's identity)
     killed = tmp_path / "killed"

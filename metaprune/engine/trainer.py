@@ -120,9 +120,11 @@ class TrainConfig:
         switch(self.channels_last, "train.channels_last")
         return self
 
-    def identity(self) -> dict[str, Any]:
-        """The options that decide a run's result: all but :data:`EXECUTION_OPTIONS`."""
-        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_OPTIONS}
+    def identity(self, pruningnet: bool = True) -> dict[str, Any]:
+        """The options that decide a run's result: all but :data:`EXECUTION_OPTIONS` (and,
+        with ``pruningnet=False``, for a retrain, all but :data:`PRUNINGNET_OPTIONS`)."""
+        left_out = EXECUTION_OPTIONS if pruningnet else (*EXECUTION_OPTIONS, *PRUNINGNET_OPTIONS)
+        return {k: v for k, v in asdict(self).items() if k not in left_out}
 
 
 EXECUTION_OPTIONS = (
@@ -137,6 +139,9 @@ EXECUTION_OPTIONS = (
 )
 """``train`` options that change how a run executes, not what it computes from: left out of a
 stage's identity (mixed precision and kernel choice move results only by rounding)."""
+PRUNINGNET_OPTIONS = ("sampling", "sandwich", "recalib_batches", "recalib_augment")
+"""``train`` options that only PruningNet training and its validation read: a retrain, which
+shares the ``train`` group, leaves them out of its identity."""
 
 
 def train_loader(dataset: Any, cfg: TrainConfig, rt: Runtime) -> Loader:

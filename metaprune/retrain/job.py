@@ -109,9 +109,10 @@ def retrain_identity(
     """What a retrain's result depends on (:mod:`metaprune.engine.identity`), keyed like the
     config groups: the ``data`` group, the space (``model``) and the channel ``config``; the
     recipe as trained, i.e. ``train`` / ``optim`` / ``sched`` with the ``retrain`` overrides and
-    ``retrain.epochs`` applied (without the options that only change how a run executes), and
-    the distillation settings with the teacher file's content hash (``kd``, null without a
-    teacher); the initialisation, with the PruningNet file's content hash for ``inherit``."""
+    ``retrain.epochs`` applied (without the options that only change how a run executes or that
+    only PruningNet training reads), and the distillation settings with the teacher file's
+    content hash (``kd``, null without a teacher); the initialisation, with the PruningNet
+    file's content hash for ``inherit``."""
     pnet = None
     if rcfg.init == "inherit":
         path = Path(rcfg.pruningnet)
@@ -124,7 +125,7 @@ def retrain_identity(
         "data": data_identity(data),
         "model": space.describe(),
         "config": config.to_dict(),
-        "train": tcfg.identity(),
+        "train": tcfg.identity(pruningnet=False),
         "optim": asdict(optim),
         "sched": asdict(sched),
         "kd": kd,
