@@ -42,7 +42,7 @@ class ScorerConfig:
     """Use at most this many images of the search split (null = all of it)."""
     racing: bool = True
     """Stop evaluating a candidate early once it clearly cannot be a leader of any target it
-    meets (see ``racing.py``)."""
+    meets (see ``scoring/racing.py``)."""
     racing_slice: float = 0.0625
     """Fraction of the search split seen before the first early-stopping test; it doubles after
     each test (successive halving) until the whole split is seen."""
