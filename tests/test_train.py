@@ -155,6 +155,8 @@ def test_run_of_another_space_refused(finished_run):
 
 
 def test_corrupt_pruningnet_file_refused(tmp_path):
+    with pytest.raises(CheckpointError, match=r"no trained PruningNet at .*train.*supernet="):
+        load_pruningnet(tmp_path / "train")  # a run directory without a training run
     (tmp_path / "pruningnet.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_pruningnet(tmp_path)

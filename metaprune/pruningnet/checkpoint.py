@@ -67,6 +67,11 @@ def load_pruningnet(
     path = Path(path)
     if path.is_dir():
         path = path / PRUNINGNET_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"no trained PruningNet at {path}: train one first (metaprune train, or the "
+            "pipeline), or name one with supernet="
+        )
     state = safe_torch_load(path, map_location=map_location)
     fmt = state.get("format") if isinstance(state, dict) else None
     if fmt == FORMAT:

@@ -382,7 +382,8 @@ class Evolution:
             log.info("resumed %s at stage %d generation %d", self.out, self.stage, self.generation)
         elif self.write and self.state_path.is_file():
             raise CheckpointError(
-                f"{self.out} already holds a search ({STATE_FILE}); pass resume=True to continue "
+                f"{self.out} already holds a search ({STATE_FILE}); pass resume=True "
+                "(search.resume=true) to continue "
                 "it or choose another output directory"
             )
         if not self.baselines_done:
