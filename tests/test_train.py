@@ -324,6 +324,9 @@ def test_train_pruningnet_without_out_dir_writes_nothing(tmp_path, monkeypatch):
     assert any(not torch.equal(a, b) for a, b in zip(before, pnet.parameters(), strict=True))
     with pytest.raises(TypeError, match="epohcs"):
         train_pruningnet(pnet, [(x, y)], epohcs=2)
+    # a caller's own options are range-checked (a negative clip norm flipped every gradient)
+    with pytest.raises(ValueError, match=r"train\.grad_clip must be positive"):
+        train_pruningnet(pnet, [(x, y)], grad_clip=-1.0)
     with pytest.raises(ValueError, match="output directory"):
         train_pruningnet(pnet, [(x, y)], resume=True)
 

@@ -216,12 +216,12 @@ class Trainer:
         runtime: Runtime | None = None,
         find_unused_parameters: bool = False,
     ) -> None:
-        self.cfg = train or TrainConfig()
-        self.optim_cfg = optim or OptimConfig()
-        self.sched_cfg = sched or SchedConfig()
+        # range-checked here too: a caller's own configs (train_pruningnet(..., grad_clip=-1))
+        # do not pass the start-up check of the config groups
+        self.cfg = (train or TrainConfig()).validate()
+        self.optim_cfg = (optim or OptimConfig()).validate()
+        self.sched_cfg = (sched or SchedConfig()).validate()
         cfg = self.cfg
-        if cfg.epochs < 1 or cfg.log_every < 1:
-            raise ValueError(f"train.epochs and train.log_every must be >= 1, got {cfg}")
         self.runtime = rt = runtime or Runtime.setup(cfg.device, cfg.amp, cfg.channels_last)
         seed_everything(cfg.seed)
         if cfg.deterministic:
