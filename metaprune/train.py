@@ -46,13 +46,12 @@ from metaprune.engine import (
     Runtime,
     SchedConfig,
     TrainConfig,
-    require_fingerprint,
     seed_everything,
 )
-from metaprune.engine.identity import require_identity
+from metaprune.engine.checkpoint import finished_result
 from metaprune.engine.trainer import train_loader
 from metaprune.groups import to_dataclass
-from metaprune.io import atomic_write_json, read_json
+from metaprune.io import atomic_write_json
 from metaprune.pruningnet import PruningNet, PruningNetConfig, create_pruningnet
 from metaprune.pruningnet.checkpoint import PRUNINGNET_FILE, save_pruningnet
 from metaprune.pruningnet.training import (
@@ -96,14 +95,9 @@ def _finished(
 ) -> dict[str, Any] | None:
     """The metrics of a finished run of this identity in ``out_dir``, ``None`` if there is none;
     a finished run of another identity raises ``StaleStageError``."""
-    path = out_dir / METRICS_FILE
-    if not (path.is_file() and (out_dir / PRUNINGNET_FILE).is_file()):
+    if not (out_dir / PRUNINGNET_FILE).is_file():
         return None
-    metrics = read_json(path)
-    require_fingerprint(path, metrics.get("fingerprint"), fingerprint)
-    fresh = f"delete {out_dir} or choose another run directory"
-    require_identity(path, metrics.get("identity"), identity, fresh)
-    return metrics
+    return finished_result(out_dir / METRICS_FILE, fingerprint, identity)
 
 
 def train(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metaprune.io import CheckpointError, atomic_torch_save, safe_torch_load
+from metaprune.engine.identity import require_identity
+from metaprune.io import CheckpointError, atomic_torch_save, read_json, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,22 @@ def require_fingerprint(path: str | os.PathLike, found: Any, expected: str) -> N
             f"{path} belongs to fingerprint {found}, not to this run's {expected} "
             "(another space, model family or job): refusing to load it"
         )
+
+
+def finished_result(
+    path: str | os.PathLike, fingerprint: str, identity: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The result a finished stage wrote to ``path`` (``metrics.json``, ``result.json``), or
+    ``None`` if there is none; one of another job (``fingerprint``) or made from other inputs
+    (``identity``: :func:`~metaprune.engine.identity.require_identity`) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    result = read_json(path)
+    require_fingerprint(path, result.get("fingerprint"), fingerprint)
+    fresh = f"delete {path.parent} or choose another run directory"
+    require_identity(path, result.get("identity"), identity, fresh)
+    return result
 
 
 class CheckpointStore:

@@ -47,11 +47,11 @@ from metaprune.engine import (
     TrainConfig,
     Trainer,
     evaluate,
-    require_fingerprint,
     seed_everything,
     supervised_step,
 )
-from metaprune.engine.identity import file_hash, require_identity
+from metaprune.engine.checkpoint import finished_result
+from metaprune.engine.identity import file_hash
 from metaprune.engine.trainer import train_loader
 from metaprune.export import ExportMismatchError, check_exports, export_model, pruned_path
 from metaprune.io import CheckpointError, atomic_write_json, read_json
@@ -139,19 +139,6 @@ def _content_hash(path: Path, option: str) -> str:
     return file_hash(path)
 
 
-def _finished(out_dir: Path, fingerprint: str, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The result of a finished retrain in ``out_dir``, if any; one of another job
-    (fingerprint) or made from other inputs (identity) is refused."""
-    path = out_dir / RESULT_FILE
-    if not path.is_file():
-        return None
-    result = read_json(path)
-    require_fingerprint(path, result.get("fingerprint"), fingerprint)
-    fresh = f"delete {out_dir} or choose another run directory"
-    require_identity(path, result.get("identity"), identity, fresh)
-    return result
-
-
 def retrain(
     cfg: Any, out_dir: str | os.PathLike, config: ChannelConfig | None = None
 ) -> dict[str, Any]:
@@ -175,7 +162,7 @@ def retrain(
         space.check(config)
     fingerprint = run_fingerprint(space, config, rcfg)
     identity = retrain_identity(cfg.data, space, config, rcfg, tcfg, ocfg, scfg)
-    done = _finished(out_dir, fingerprint, identity)
+    done = finished_result(out_dir / RESULT_FILE, fingerprint, identity)
     if done is not None:
         log.info("%s already holds a finished retrain run; skipping", out_dir)
         return done
