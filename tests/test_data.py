@@ -406,6 +406,12 @@ def test_cifar_pickle_layout(tmp_path):
     (folder / "data_batch_3").write_bytes(b"\x80garbage")
     with pytest.raises(DataError, match="data_batch_3"):
         build_datasets({"name": "cifar10", "root": str(tmp_path)})
+    # a plain-data batch whose values are no pixels or labels (a bare ValueError / TypeError)
+    for data, labels in ((["x"] * 3, [0, 1, 2]), ({"a": 1}, [0]), (b"abc", "oops")):
+        batch = {b"data": data, b"labels": labels}
+        (folder / "data_batch_3").write_bytes(pickle.dumps(batch, protocol=2))
+        with pytest.raises(DataError, match="data_batch_3 holds no uint8 pixels"):
+            build_datasets({"name": "cifar10", "root": str(tmp_path)})
 
 
 def test_cifar_batches_the_original_way_load(tmp_path):

@@ -125,8 +125,13 @@ def _read_pickles(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor,
     data, labels = [], []
     for name in names:
         batch = _unpickle(folder / name)
-        x = np.asarray(batch[b"data"], dtype=np.uint8)
-        y = np.asarray(batch[b"labels"], dtype=np.int64)
+        try:
+            x = np.asarray(batch[b"data"], dtype=np.uint8)
+            y = np.asarray(batch[b"labels"], dtype=np.int64)
+        except (TypeError, ValueError) as e:
+            raise DataError(
+                f"CIFAR-10 batch {folder / name} holds no uint8 pixels and integer labels: {e}"
+            ) from e
         if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or x.shape[0] != y.shape[0]:
             raise DataError(
                 f"CIFAR-10 batch {folder / name} holds data {x.shape} and "
