@@ -240,6 +240,10 @@ def test_space_from_description_checks_the_fingerprint() -> None:
         space_from_description(d, "f.json", expected=other)
     with pytest.raises(SpaceMismatchError, match="not a channel-space description"):
         space_from_description({"family": "resnet20"}, "f.json")
+    # a family or option this code does not know: the file is named too
+    for bad in ({**d, "family": "resnet21"}, {**d, "options": {**d["options"], "depht": 3}}):
+        with pytest.raises(SpaceMismatchError, match=r"^f\.json: cannot rebuild the space"):
+            space_from_description(bad, "f.json")
 
 
 def test_fingerprint_ignores_int_vs_float_width_mult() -> None:

@@ -131,7 +131,8 @@ def space_from_description(
     """The space ``desc`` (a ``ChannelSpace.describe()`` dict) describes, rebuilt with
     :func:`create_space`.  Raises :class:`SpaceMismatchError`, naming ``source`` (the file it
     came from), when the rebuilt space's fingerprint is not the recorded one, or when it is not
-    ``expected``'s; a description missing its keys raises it too."""
+    ``expected``'s; a description missing its keys, or that this code cannot rebuild (an
+    unknown family, option or choice), raises it too."""
     where = f"{source}: " if source else ""
     try:
         family, ratios, options, recorded = (
@@ -142,7 +143,10 @@ def space_from_description(
         )
     except (KeyError, TypeError) as e:
         raise SpaceMismatchError(f"{where}not a channel-space description ({e!r} missing)") from e
-    space = create_space(family, choices=ratios, **options)
+    try:
+        space = create_space(family, choices=ratios, **options)
+    except (TypeError, ValueError) as e:  # a family, option or choice this code does not know
+        raise SpaceMismatchError(f"{where}cannot rebuild the space it describes: {e}") from e
     if space.fingerprint != recorded:
         raise SpaceMismatchError(
             f"{where}the {family} space rebuilt here has fingerprint {space.fingerprint}, but "
