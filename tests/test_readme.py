@@ -1,0 +1,35 @@
+"""The README's Python example runs as written (against a small search of its own)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metaprune import create_space
+from metaprune.search import SearchConfig, default_costs, run_search
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+class _Analytic:
+    def score(self, configs):
+        return [float(np.mean(c.ratios())) for c in configs]
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (code,) = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert "recalibrate_bn" in code  # generated weights are scored after BN recalibration
+    monkeypatch.chdir(tmp_path)  # the example opens outputs/quickstart/search
+    space = create_space("resnet20", width_mult=0.25, input_size=8, choices=[0.25, 0.5, 1.0])
+    cfg = SearchConfig(
+        population=4, generations=1, parents=2, mutation_children=1, crossover_children=1,
+        tensorboard=False,
+    )  # fmt: skip
+    run_search(space, _Analytic(), default_costs(space), cfg, "outputs/quickstart/search")
+    scope: dict = {}
+    exec(compile(code, str(README), "exec"), scope)
+    assert 0.0 <= scope["accuracy"] <= 1.0 and scope["n"] > 0
+    assert scope["logits"].shape == (len(scope["images"]), 10)
