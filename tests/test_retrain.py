@@ -258,6 +258,26 @@ def test_resolve_config_sources(space, search_dir, tmp_path):
     assert retrain_label({"config": "runs/best config.json"}) == "config-best-config"
 
 
+def test_another_target_keeps_the_searchs_constraints(space, tmp_path):
+    """A target the search did not run is answered from its table within its constraints: the
+    uniform baselines in the table are scored whatever the constraints."""
+
+    class Narrowest:  # a network is as good as its narrowest gene: uniform configs win
+        def score(self, configs):
+            return [min(c.ratios()) for c in configs]
+
+    cfg = SearchConfig(
+        population=8, generations=2, parents=3, mutation_children=2, crossover_children=2,
+        targets=[0.3], constraints={"params": 0.2}, tensorboard=False,
+    )  # fmt: skip
+    run_search(space, Narrowest(), default_costs(space), cfg, tmp_path)
+    uniform = space.uniform(0.5)  # the best row under 0.6 of the FLOPs, but over the params
+    assert count_params(space, uniform) > 0.2 * count_params(space, space.max())
+    got = resolve_config(rc(from_search=str(tmp_path), target=0.6), space)
+    assert got != uniform
+    assert count_params(space, got) <= 0.2 * count_params(space, space.max())
+
+
 def test_resolve_config_errors(space, search_dir, tmp_path):
     with pytest.raises(ValueError, match="needs a channel config"):
         resolve_config(rc(), space)

@@ -4,7 +4,8 @@ MetaPruning (Liu et al., ICCV 2019, sec. 3.3-4) retrains the winner of the searc
 baseline is the uniform-width network of the same budget.  :func:`resolve_config` takes the
 config from exactly one of ``retrain.config`` (a JSON file: ``ChannelConfig.to_json()``, a
 ``winners.json`` entry or an export's ``model.json``), ``retrain.from_search`` with
-``retrain.target`` (a winner, or the best scored config under another bound), or
+``retrain.target`` (a winner, or the best scored config under another bound and the search's
+constraints), or
 ``retrain.uniform`` (every gene at the nearest choice to a ratio); :func:`retrain_label` names
 the run directory after it.
 """
@@ -73,7 +74,7 @@ def _config_from_search(run_dir: str, target: Any, space: ChannelSpace) -> Chann
         row = winners[0]["best"]
     else:
         match = [w for w in winners if w["target"] == target]
-        row = match[0]["best"] if match else run.best(**{run.cost: target})
+        row = match[0]["best"] if match else run.best(constrained=True, **{run.cost: target})
     if row is None:
         raise ValueError(
             f"retrain.from_search: no scored config of {run_dir} meets target {target!r} on "

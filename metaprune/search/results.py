@@ -127,10 +127,13 @@ class SearchRun:
         """Rows meeting every bound (``full``: only the fully evaluated ones)."""
         return [r for r in self.rows if _meets(r, bounds) and (not full or fully_evaluated(r))]
 
-    def best(self, **spec: Any) -> dict[str, Any] | None:
+    def best(self, constrained: bool = False, **spec: Any) -> dict[str, Any] | None:
         """The most accurate fully evaluated config meeting ``spec`` (e.g. ``flops=0.5``,
-        ``flops=[0.45, 0.5]``, ``params="1M"``); ties go to the cheaper one.  ``None`` if none."""
-        return self._best(self.resolve(**spec))
+        ``flops=[0.45, 0.5]``, ``params="1M"``) and, with ``constrained``, the search's own
+        constraints too (the table also holds the uniform baselines, scored whatever the
+        constraints); ties go to the cheaper one.  ``None`` if none."""
+        own = bounds_from_json(self.meta["constraints"]) if constrained else []
+        return self._best([*own, *self.resolve(**spec)])
 
     def _best(self, bounds: Sequence[Bound]) -> dict[str, Any] | None:
         rows = self.select(bounds, full=True)
