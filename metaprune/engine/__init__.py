@@ -1,5 +1,5 @@
 """Training engine: the generic :class:`Trainer`, optimiser/schedule, runtime, checkpoints,
-evaluation and BN recalibration."""
+stage identities (:mod:`.identity`), evaluation and BN recalibration."""
 
 from metaprune.engine.checkpoint import CheckpointStore, require_fingerprint
 from metaprune.engine.evaluate import evaluate, fuse_bn, recalibrate_bn

@@ -4,7 +4,9 @@ Each epoch the full training state is written atomically to ``checkpoint.pt``; t
 file is first renamed to ``checkpoint.prev.pt``.  A kill therefore leaves at least one complete
 checkpoint.  Loading refuses a corrupt file (falling back to the previous one, which is never
 overwritten by a corrupt file) and refuses a checkpoint of another job, naming both fingerprints.
-Files hold only tensors and plain data and load with ``weights_only=True``.
+Files hold only tensors and plain data and load with ``weights_only=True``.  A finished stage's
+JSON result is read back by :func:`finished_result`, which refuses one of another job or made
+from other inputs (its stage identity, :mod:`metaprune.engine.identity`).
 """
 
 from __future__ import annotations
