@@ -160,7 +160,7 @@ def _run_retrains(
     cfg: DictConfig, run_dir: Path, jobs: dict[str, tuple[int, ChannelConfig]], workers: int
 ) -> dict[str, dict[str, Any]]:
     """Retrain every ``label -> (seed, config)`` into ``run_dir/retrain/<label>``, ``workers``
-    at a time (1 = here, in order); returns each label's result."""
+    at a time in spawned processes (1 = here, in order); returns each label's result."""
     plain = OmegaConf.to_container(cfg, resolve=True)
 
     def job_cfg(seed: int) -> dict[str, Any]:
@@ -173,7 +173,7 @@ def _run_retrains(
         for label, (seed, config) in jobs.items()
     }
     results: dict[str, dict[str, Any]] = {}
-    if workers == 1:
+    if min(workers, len(args)) <= 1:
         for i, (label, a) in enumerate(args.items()):
             log.info("[3/3] retrain %d/%d -> retrain/%s", i + 1, len(args), label)
             results[label] = _retrain_job(*a, None)
