@@ -155,6 +155,21 @@ def test_winners_and_fronts_only_from_fully_evaluated(space, tmp_path, algorithm
     picked += [r.best(flops=t) for r in (run, back) for t in (0.5, 0.8, 1.0)]
     picked += [row for front in fronts for row in front]
     assert picked and all(row is not None and row["full"] for row in picked)
+    # ... and so are the generation reports' best scores and fronts (the log, TensorBoard)
+    reports: list = []
+
+    class Record:
+        def on_generation(self, report):
+            reports.append(report)
+
+        def close(self):
+            pass
+
+    c = cfg(algorithm=algorithm, objectives=["flops", "params"], targets=[0.5, 0.8])
+    run_search(
+        space, Stopping(space), default_costs(space), c, tmp_path / "r", callbacks=[Record()]
+    )
+    assert reports and all(r.best <= 1.0 for r in reports)  # a stopped row scores above 1
     # each winner is the best fully evaluated row meeting its target
     mf, mp_ = run.meta["max_cost"]["flops"], run.meta["max_cost"]["params"]
     for w, t in zip(run.winners, [0.5, 0.8], strict=True):

@@ -53,7 +53,7 @@ from metaprune.search.callbacks import Callback, GenerationReport, LogLine, Tens
 from metaprune.search.config import SearchConfig
 from metaprune.search.constraints import Bound, Constraints, CostFn, InfeasibleConstraintError
 from metaprune.search.pareto import pareto_mask
-from metaprune.search.results import SearchRun, write_results
+from metaprune.search.results import SearchRun, fully_evaluated, write_results
 from metaprune.search.scoring.protocol import Scorer
 from metaprune.search.strategies import Stage, strategy_class
 from metaprune.search.strategies.base import Genes
@@ -350,9 +350,10 @@ class Evolution:
             cb.on_generation(report)
 
     def report(self, st: Stage, scores: Sequence[float], seconds: float) -> GenerationReport:
-        """The generation just scored: best over the stage's visited candidates, mean of this
-        generation, size of the stage's front over the strategy's front costs."""
-        rows = [self.rows[self.cache[k]] for k in self.visited]
+        """The generation just scored: best over the stage's fully evaluated candidates (a
+        racing estimate is no best), mean of this generation, size of the stage's front of fully
+        evaluated candidates over the strategy's front costs."""
+        rows = [r for k in self.visited if fully_evaluated(r := self.rows[self.cache[k]])]
         names = self.strategy.front_costs()
         acc = np.array([r["accuracy"] for r in rows])
         cost = np.array([[r[n] for n in names] for r in rows])
