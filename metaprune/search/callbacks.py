@@ -27,11 +27,13 @@ class GenerationReport:
     candidates: int
     """Candidates of this generation."""
     best: float
-    """Best score among the candidates the stage has visited."""
+    """Best score among the fully evaluated candidates the stage has visited (not a racing
+    estimate)."""
     mean: float
     """Mean score of this generation's candidates."""
     front: int
-    """Size of the stage's front over the strategy's front costs."""
+    """Size of the stage's front of fully evaluated candidates over the strategy's front
+    costs."""
     seconds: float
 
 
