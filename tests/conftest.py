@@ -1,11 +1,14 @@
-"""Shared test fixtures: tiny channel spaces of every registered family."""
+"""Shared test fixtures: tiny channel spaces of every registered family, analytic stand-ins for
+the search proxy (cheap scorers), and the environment of a torchrun rank."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +41,29 @@ class WidthScorer:
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]:
         return [sum(c.ratios()) / len(c.indices) for c in configs]
+
+
+class Analytic:
+    """A smooth, saturating function of the width ratios (genes weighted unequally), counting
+    how often each network is scored; ``fail_at`` raises on that call to simulate a kill."""
+
+    def __init__(self, space, fail_at: int | None = None) -> None:
+        self.space = space
+        self.w = np.linspace(2.0, 0.5, len(space.genes))
+        self.counts: Counter = Counter()
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def score(self, configs):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise KeyboardInterrupt("simulated kill")
+        out = []
+        for c in configs:
+            self.counts[c.width_tuple()] += 1
+            r = np.array(c.ratios())
+            out.append(float(self.w @ np.sqrt(r) / self.w.sum()))
+        return out
 
 
 def ddp_env(rank: int, world: int, port: int) -> None:

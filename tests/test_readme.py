@@ -5,19 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import WidthScorer
 
 from metaprune import create_space
 from metaprune.search import SearchConfig, default_costs, run_search
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-class _Analytic:
-    def score(self, configs):
-        return [float(np.mean(c.ratios())) for c in configs]
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,7 +24,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -
         population=4, generations=1, parents=2, mutation_children=1, crossover_children=1,
         tensorboard=False,
     )  # fmt: skip
-    run_search(space, _Analytic(), default_costs(space), cfg, "outputs/quickstart/search")
+    run_search(space, WidthScorer(), default_costs(space), cfg, "outputs/quickstart/search")
     scope: dict = {}
     exec(compile(code, str(README), "exec"), scope)
     assert scope["n"] == len(scope["data"].search)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections import Counter
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import ddp_env
+from conftest import Analytic, ddp_env
 
 from metaprune import create_space
 from metaprune.io import CheckpointError
@@ -39,29 +38,6 @@ SMALL = {
 @pytest.fixture(scope="module")
 def space():
     return create_space("resnet20", width_mult=0.5, input_size=8, num_classes=5)
-
-
-class Analytic:
-    """A smooth, saturating function of the width ratios (genes weighted unequally), counting
-    how often each network is scored; ``fail_at`` raises on that call to simulate a kill."""
-
-    def __init__(self, space, fail_at: int | None = None) -> None:
-        self.space = space
-        self.w = np.linspace(2.0, 0.5, len(space.genes))
-        self.counts: Counter = Counter()
-        self.calls = 0
-        self.fail_at = fail_at
-
-    def score(self, configs):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise KeyboardInterrupt("simulated kill")
-        out = []
-        for c in configs:
-            self.counts[c.width_tuple()] += 1
-            r = np.array(c.ratios())
-            out.append(float(self.w @ np.sqrt(r) / self.w.sum()))
-        return out
 
 
 def cfg(**kw) -> SearchConfig:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import pytest
+from conftest import Analytic
 
 from metaprune import create_space
 from metaprune.search import SearchConfig, default_costs, run_search
@@ -28,25 +28,8 @@ def space():
     return create_space("resnet20", width_mult=0.5, input_size=8, num_classes=5)
 
 
-class Counting:
-    """Weighted mean of the width ratios; counts each network scored, ``fail_at`` raises on that
-    call to simulate a kill."""
-
-    def __init__(self, space, fail_at: int | None = None) -> None:
-        self.w = np.linspace(2.0, 0.5, len(space.genes))
-        self.counts: Counter = Counter()
-        self.calls, self.fail_at = 0, fail_at
-
-    def score(self, configs):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise KeyboardInterrupt("simulated kill")
-        self.counts.update(c.width_tuple() for c in configs)
-        return [float(self.w @ np.array(c.ratios()) / self.w.sum()) for c in configs]
-
-
 def go(space, out, scorer=None, **kw):
-    scorer = scorer or Counting(space)
+    scorer = scorer or Analytic(space)
     cfg = SearchConfig(**{**SMALL, **kw})
     return run_search(space, scorer, default_costs(space), cfg, out), scorer
 
@@ -90,7 +73,7 @@ def test_deterministic_and_resumes_exactly(space, tmp_path):
     assert again.table() == full.table()
     assert [r["genes"] for r in other.table()] != [r["genes"] for r in full.table()]
     with pytest.raises(KeyboardInterrupt):
-        go(space, tmp_path / "killed", scorer=Counting(space, fail_at=done.calls - 3), **kw)
+        go(space, tmp_path / "killed", scorer=Analytic(space, fail_at=done.calls - 3), **kw)
     resumed, scorer = go(space, tmp_path / "killed", resume=True, **kw)
     assert scorer.calls == 4  # the killed generation and the three after it
     assert resumed.table() == full.table()
