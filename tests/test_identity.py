@@ -18,6 +18,8 @@ def test_diff_names_nested_and_missing_keys():
     b = {"train": {"epochs": 2, "lr": 0.1}, "data": {"name": "fake", "size": 10}}
     assert identity_diff(a, b) == ["data.size", "train.epochs"]
     assert identity_diff(a, a) == []
+    # compared as the JSON they are stored as: a tuple of this run equals the stored list
+    assert identity_diff({"choices": [0.5, 1.0]}, {"choices": (0.5, 1.0)}) == []
 
 
 def test_require_identity_lists_values_and_how_to_start_fresh(tmp_path):

@@ -14,6 +14,7 @@ Beyond the paper (a reliability rule of this project; DESIGN.md, "Reliability").
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,10 +41,15 @@ def flatten(identity: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _as_stored(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """``identity`` as the JSON it is stored as (a tuple reads back as a list)."""
+    return json.loads(json.dumps(dict(identity)))
+
+
 def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two identities (a key missing on one side
-    differs), sorted."""
-    a, b = flatten(stored), flatten(current)
+    """Dotted keys whose values differ between two identities compared as stored JSON (a key
+    missing on one side differs), sorted."""
+    a, b = flatten(_as_stored(stored)), flatten(_as_stored(current))
     return sorted(k for k in set(a) | set(b) if a.get(k, _MISSING) != b.get(k, _MISSING))
 
 
@@ -66,7 +72,7 @@ def require_identity(
         )
     diff = identity_diff(stored, current)
     if diff:
-        a, b = flatten(stored), flatten(current)
+        a, b = flatten(_as_stored(stored)), flatten(_as_stored(current))
         shown = "; ".join(
             f"{k}: {a.get(k, _MISSING)!r} -> {b.get(k, _MISSING)!r}" for k in diff[:12]
         )
