@@ -263,6 +263,15 @@ def test_resume_with_another_identity_refused(tmp_path):
         make_trainer(tmp_path / "old", epochs=1, resume=True, identity=ident)
 
 
+def test_resume_with_another_epoch_length_refused(tmp_path):
+    """A resume whose epochs hold another number of steps (another DDP world size, or a loader
+    of another length) would continue the schedule out of step: refused, naming the key."""
+    make_trainer(tmp_path, epochs=2).fit()  # 3 steps an epoch
+    with pytest.raises(StaleStageError, match=r"steps_per_epoch: 3 -> 2"):
+        make_trainer(tmp_path, epochs=2, resume=True, max_steps_per_epoch=2)
+    assert make_trainer(tmp_path, epochs=2, resume=True).step == 6
+
+
 def test_identity_leaves_out_execution_options():
     a = TrainConfig(epochs=2, device="cuda", amp="bf16", log_every=7, progress=False, resume=True)
     b = TrainConfig(epochs=2, compile=True, channels_last=True, deterministic=True)

@@ -13,8 +13,9 @@ bf16 autocast and channels_last on CUDA, optional ``torch.compile``, DDP under `
 same code path, gradient clipping, seeding, a progress bar, TensorBoard scalars and an atomic
 checkpoint each epoch from which ``resume=True`` continues bit-for-bit (model, optimiser,
 scheduler, grad scaler and RNG states).  Each checkpoint stores the run's identity (what its
-result depends on, :mod:`metaprune.engine.identity`); a resume with another identity is refused,
-so a run never continues with the optimiser state or schedule of other hyper-parameters.
+result depends on, :mod:`metaprune.engine.identity`) and how its data is cut into steps (world
+size, steps per epoch); a resume with another identity or cut is refused, so a run never
+continues with the optimiser state or schedule of other hyper-parameters.
 """
 
 from __future__ import annotations
@@ -243,6 +244,9 @@ class Trainer:
             )
         self.steps_per_epoch = min(n, cfg.max_steps_per_epoch or n)
         self.total_steps = cfg.epochs * self.steps_per_epoch
+        # how the data is cut into steps: a resume cut otherwise (another world size, a loader of
+        # another length) would continue the schedule and the data order out of step
+        self.layout = {"world_size": rt.world_size, "steps_per_epoch": self.steps_per_epoch}
 
         self.module = model.to(rt.device)
         if rt.channels_last:
@@ -265,13 +269,11 @@ class Trainer:
         elif cfg.resume:
             state = self.store.load()
             if state is not None:
+                fresh = f"delete {self.out_dir} or choose another output directory"
                 if self.identity is not None:
-                    require_identity(
-                        self.out_dir,
-                        state.get("identity"),
-                        self.identity,
-                        f"delete {self.out_dir} or choose another output directory",
-                    )
+                    require_identity(self.out_dir, state.get("identity"), self.identity, fresh)
+                if state.get("layout") is not None:  # recorded since this check exists
+                    require_identity(self.out_dir, state["layout"], self.layout, fresh)
                 self._restore(state)
         elif self.store.exists():
             raise CheckpointError(
@@ -304,6 +306,7 @@ class Trainer:
             "history": self.history,
             "meta": self.meta,
             "identity": self.identity,
+            "layout": self.layout,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
