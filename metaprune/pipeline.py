@@ -14,7 +14,8 @@ Departures from the paper, so that a searched-vs-uniform claim survives noise:
   ``train.seed + 1``, ...) by the same recipe; the summary gives the mean +- half range of the
   test accuracies, and the delta as the mean +- half range of the per-seed differences (winner
   and baseline of the same seed);
-* ``pipeline.workers`` independent retrains run side by side, one process each (one per core).
+* ``pipeline.workers`` independent retrains run side by side, one process each (one per core);
+  a config that wins several targets is retrained once for all of them.
 
 Every stage writes under one run directory (``train/``, ``search/``, ``retrain/<label>-seed<s>/``)
 and skips itself when its output is complete, so a killed pipeline resumes by running the same
@@ -241,13 +242,17 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
     seeds = [base_seed + k for k in range(int(pcfg.get("seeds", 1)))]
     entries: list[dict[str, Any]] = []  # per winner: its row, its labels and its baseline's
     jobs: dict[str, tuple[int, ChannelConfig]] = {}
+    labels: dict[ChannelConfig, str] = {}
     for w in run.winners:
         best = w["best"]
         if best is None:
             log.warning("target %s: no scored config meets its bounds; skipped", w["target"])
             continue
         config = run.config(best)
-        label = "winner" if w["target"] is None else f"target{w['target']}"
+        # a config that already won another target shares that target's retrains
+        label = labels.setdefault(
+            config, "winner" if w["target"] is None else f"target{w['target']}"
+        )
         row: dict[str, Any] = {
             "target": w["target"],
             "bounds": w["bounds"],

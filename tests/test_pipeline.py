@@ -92,16 +92,19 @@ def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
 
 
 def test_given_supernet_skips_training(tmp_path: Path) -> None:
-    """With supernet= the pipeline searches with that PruningNet and trains none of its own."""
+    """With supernet= the pipeline searches with that PruningNet and trains none of its own; a
+    config that wins two targets is retrained once for both."""
     from metaprune.train import train
 
     train(_cfg(tmp_path / "a"), tmp_path / "a" / "train")
     out = tmp_path / "b"
-    given = f"supernet={tmp_path / 'a' / 'train'}"
-    no_retrain = ["pipeline.retrain_winners=false", "pipeline.baselines=false"]
-    summary = pipeline(_cfg(out, given, *no_retrain), out)
-    assert summary["rows"] and (out / "search" / "search.json").is_file()
-    assert not (out / "train").exists()
+    given = [f"supernet={tmp_path / 'a' / 'train'}", "search.targets=[0.5,0.5x]"]
+    summary = pipeline(_cfg(out, *given, "pipeline.baselines=false"), out)
+    assert (out / "search" / "search.json").is_file() and not (out / "train").exists()
+    first, second = summary["rows"]
+    assert first["config"] == second["config"]
+    assert first["retrain"] == second["retrain"] == ["retrain/target0.5-seed0"]
+    assert [p.name for p in (out / "retrain").iterdir()] == ["target0.5-seed0"]
 
 
 def test_latency_budget_gets_a_uniform_baseline(tmp_path: Path) -> None:
