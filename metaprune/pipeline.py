@@ -129,9 +129,13 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, title: str) -> P
                 capsize=4,
                 label=label,
             )
+    names: dict[tuple[float, float], list[str]] = {}  # targets sharing a winner: one label
     for r in rows:
         if r["test_accuracy"]["mean"] is not None:
-            ax.annotate(f"{r['target']}", (r["flops"] / 1e6, 100 * r["test_accuracy"]["mean"]))
+            xy = (r["flops"] / 1e6, 100 * r["test_accuracy"]["mean"])
+            names.setdefault(xy, []).append(f"{r['target']}")
+    for xy, targets in names.items():
+        ax.annotate(", ".join(targets), xy, fontsize=8)
     ax.set_xlabel("FLOPs (MACs) [M]")
     ax.set_ylabel("retrained test top-1 accuracy [%]")
     ax.set_title(title, fontsize=9)
