@@ -190,3 +190,13 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     again = tool.main(args)
     assert again["proxy"] == proxy and again["search"] == out["search"]
     assert again["knobs"] == out["knobs"]
+
+
+def test_recipe_identity_ignores_where_data_lie_and_how_training_runs():
+    from metaprune.benchmarks.quality import recipe
+    from metaprune.schema import load_config
+
+    base = ["model.name=cbm_mobilenet", "data=cifar10"]
+    a = recipe(load_config([*base, "data.root=data/a", "train.device=cpu"]))
+    assert a == recipe(load_config([*base, "data.root=elsewhere/b", "train.device=auto"]))
+    assert a != recipe(load_config([*base, "data.root=data/a", "train.epochs=7"]))

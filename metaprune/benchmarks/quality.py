@@ -40,7 +40,10 @@ from metaprune.benchmarks.oracle import feasible_means, flops_limit
 from metaprune.benchmarks.reference import percentile, rank_correlations
 from metaprune.benchmarks.results import BenchmarkResults
 from metaprune.benchmarks.steps import Steps, save_figure
+from metaprune.data.identity import data_identity
+from metaprune.engine import TrainConfig
 from metaprune.engine.identity import file_hash, require_identity
+from metaprune.groups import to_dataclass
 from metaprune.io import atomic_write_json, atomic_write_text, read_json
 from metaprune.search.config import ScorerConfig, SearchConfig
 from metaprune.space import ChannelSpace
@@ -78,10 +81,12 @@ def workdir(path: Path, identity: Mapping[str, Any]) -> Path:
 
 def recipe(cfg: DictConfig) -> dict[str, Any]:
     """What a PruningNet's training depends on: the model, space, data, PruningNet, optimiser,
-    schedule and training groups of ``cfg``."""
-    groups = ("model", "space", "data", "pruningnet", "optim", "sched", "train")
+    schedule and training groups of ``cfg`` (less where the data lie and how training is
+    executed: device, precision, logging)."""
+    groups = ("model", "space", "pruningnet", "optim", "sched")
     out = {g: plain(cfg[g]) for g in groups if g in cfg}
-    out.get("train", {}).pop("resume", None)
+    out["data"] = data_identity(cfg.data)  # not the data folder or loader workers
+    out["train"] = to_dataclass(TrainConfig, cfg.get("train"), "train").identity()
     return out
 
 
@@ -108,7 +113,7 @@ class ProxyBench:
 
     def __init__(self, cfg: DictConfig, pruningnet: str | os.PathLike, space: ChannelSpace) -> None:
         self.cfg, self.path, self.space = cfg, Path(pruningnet), space
-        self.identity = {"pruningnet": file_hash(self.path), "data": plain(cfg.data)}
+        self.identity = {"pruningnet": file_hash(self.path), "data": data_identity(cfg.data)}
         self._parts: tuple[Any, Any, Any] | None = None
 
     def scorer_config(self, **overrides: Any) -> ScorerConfig:
