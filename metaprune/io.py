@@ -97,6 +97,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def atomic_save_png(fig: Any, path: str | os.PathLike, **savefig: Any) -> Path:
+    """A matplotlib figure written to ``path`` as PNG atomically (``savefig`` options, e.g.
+    ``dpi``, passed on)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically; ``obj`` should hold only tensors and plain data."""
     buf = io.BytesIO()

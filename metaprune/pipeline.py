@@ -29,7 +29,6 @@ searched and uniform, with the seeds' spread) beside the search's proxy plot
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -41,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metaprune.config import use_supernet
 from metaprune.cost.latency import load_latency_model
-from metaprune.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from metaprune.io import atomic_save_png, atomic_write_json, atomic_write_text
 from metaprune.search import default_costs
 from metaprune.search.baseline import uniform_baseline
 from metaprune.space import ChannelConfig
@@ -143,9 +142,7 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, title: str) -> P
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save_png(fig, path)
 
 
 def _retrain_job(

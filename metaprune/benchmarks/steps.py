@@ -11,7 +11,6 @@ old result.  Not part of MetaPruning (Liu et al., ICCV 2019): the project's reli
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from metaprune.engine.identity import require_identity
-from metaprune.io import CheckpointError, atomic_write_bytes, atomic_write_json, read_json
+from metaprune.io import CheckpointError, atomic_save_png, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,6 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    out = atomic_save_png(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return out

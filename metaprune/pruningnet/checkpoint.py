@@ -38,14 +38,19 @@ def pruningnet_meta(pnet: PruningNet) -> dict[str, Any]:
     }
 
 
+def pruningnet_file(path: str | os.PathLike) -> Path:
+    """The PruningNet file ``path`` names: ``path`` itself, or ``pruningnet.pt`` in a run
+    directory."""
+    path = Path(path)
+    return path / PRUNINGNET_FILE if path.is_dir() else path
+
+
 def save_pruningnet(
     path: str | os.PathLike, pnet: PruningNet, identity: Mapping[str, Any] | None = None
 ) -> Path:
     """Write ``pnet`` atomically to ``path`` (a file, or a directory for ``pruningnet.pt``) with
     the identity of the stage that trained it; returns the file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / PRUNINGNET_FILE
+    path = pruningnet_file(path)
     state = {
         "format": FORMAT,
         **pruningnet_meta(pnet),
@@ -64,9 +69,7 @@ def load_pruningnet(
     ``space_from_description``; a file whose space fingerprint differs from the rebuilt one, or
     from ``space`` when given, is refused with :class:`~metaprune.models.SpaceMismatchError`.
     The split it was trained on, when recorded, is the returned network's ``train_split``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / PRUNINGNET_FILE
+    path = pruningnet_file(path)
     if not path.is_file():
         raise CheckpointError(
             f"no trained PruningNet at {path}: train one first (metaprune train, or the "

@@ -56,7 +56,8 @@ from metaprune.engine.trainer import train_loader
 from metaprune.export import ExportMismatchError, check_exports, export_model, pruned_path
 from metaprune.io import CheckpointError, atomic_write_json, read_json
 from metaprune.models import build_pruned
-from metaprune.pruningnet import PRUNINGNET_FILE, load_pruningnet
+from metaprune.pruningnet import load_pruningnet
+from metaprune.pruningnet.checkpoint import pruningnet_file
 from metaprune.retrain.config import RetrainConfig, recipe
 from metaprune.retrain.distill import kd_step, load_teacher
 from metaprune.retrain.source import resolve_config
@@ -115,8 +116,7 @@ def retrain_identity(
     file's content hash for ``inherit``."""
     pnet = None
     if rcfg.init == "inherit":
-        path = Path(rcfg.pruningnet)
-        pnet = _content_hash(path / PRUNINGNET_FILE if path.is_dir() else path, "pruningnet")
+        pnet = _content_hash(pruningnet_file(rcfg.pruningnet), "pruningnet")
     kd = None
     if rcfg.kd.teacher:
         teacher = _content_hash(pruned_path(rcfg.kd.teacher), "kd.teacher")

@@ -80,10 +80,9 @@ def search_inputs(
     recalibration; ``data_identity`` without the test split) and the latency table's hash."""
     from metaprune.data.identity import data_identity
     from metaprune.engine.identity import file_hash
-    from metaprune.pruningnet import PRUNINGNET_FILE
+    from metaprune.pruningnet.checkpoint import pruningnet_file
 
-    path = Path(pruningnet_path)
-    path = path / PRUNINGNET_FILE if path.is_dir() else path
+    path = pruningnet_file(pruningnet_path)
     table = scfg.latency_table
     return {
         "pruningnet": {"sha256": file_hash(path)},

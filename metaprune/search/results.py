@@ -32,7 +32,7 @@ import numpy as np
 
 from metaprune.io import (
     CheckpointError,
-    atomic_write_bytes,
+    atomic_save_png,
     atomic_write_json,
     atomic_write_text,
     read_json,
@@ -300,6 +300,4 @@ def plot_search(run: SearchRun, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save_png(fig, path)
