@@ -23,6 +23,7 @@ from metaprune.data import DataConfig
 from metaprune.engine import OptimConfig, SchedConfig, TrainConfig
 from metaprune.groups import ConfigError, to_dataclass, to_plain
 from metaprune.pruningnet import PruningNetConfig
+from metaprune.pruningnet.supervision import check_supervision
 from metaprune.retrain import RetrainConfig
 from metaprune.retrain import recipe as retrain_recipe
 from metaprune.search.config import SearchConfig
@@ -124,6 +125,10 @@ def check_config(cfg: DictConfig) -> None:
     (``retrain.train.epohcs``, ``search.population``, ``model: unknown model family``)."""
     groups = {name: to_dataclass(schema, cfg.get(name), name) for name, schema in _GROUPS.items()}
     _check_latency_table(groups["search"])
+    try:
+        check_supervision(groups["train"])  # the registry lives beside the PruningNet
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     to_dataclass(ModelConfig, cfg.get("model"), "model")
     to_dataclass(SpaceConfig, cfg.get("space"), "space")
     try:

@@ -105,6 +105,17 @@ class TrainConfig:
     recalib_augment: bool = True
     """PruningNet validation: recalibrate BN on augmented training batches (the paper's training
     batches) or, false, on clean ones (like ``search.scorer.recalib_augment``)."""
+    distill: str = "none"
+    """PruningNet: ``none`` (the paper: labels only) or ``fullnet``: the max-width network, run
+    by the same PruningNet on the same batch, supervises the sampled networks
+    (:mod:`metaprune.pruningnet.supervision`)."""
+    distill_mode: str = "logits"
+    """Full-net supervision: ``logits`` (in-place distillation) or ``stagewise``."""
+    distill_weight: float = 0.5
+    """Full-net supervision: share ``w`` of the full network's term in a sampled network's loss,
+    ``(1 - w) * labels + w * match`` (match: KL of the soft targets, or the stages' MSE)."""
+    distill_temperature: float = 1.0
+    """In-place distillation: softmax temperature ``T`` (the KL term is scaled by ``T^2``)."""
 
     def validate(self) -> TrainConfig:
         """Check ranges and switches; raises ``ValueError`` naming the field."""
@@ -119,12 +130,24 @@ class TrainConfig:
             raise ValueError(f"train.grad_clip must be positive or null, got {self.grad_clip}")
         switch(self.amp, "train.amp", ("bf16", "fp16"))
         switch(self.channels_last, "train.channels_last")
+        if self.distill not in DISTILL:
+            raise ValueError(f"train.distill must be one of {list(DISTILL)}, got {self.distill!r}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"train.distill_weight must be in [0, 1], got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise ValueError(
+                f"train.distill_temperature must be positive, got {self.distill_temperature}"
+            )
         return self
 
     def identity(self, pruningnet: bool = True) -> dict[str, Any]:
         """The options that decide a run's result: all but :data:`EXECUTION_OPTIONS` (and,
-        with ``pruningnet=False``, for a retrain, all but :data:`PRUNINGNET_OPTIONS`)."""
+        with ``pruningnet=False``, for a retrain, all but :data:`PRUNINGNET_OPTIONS`); the
+        :data:`DISTILL_OPTIONS` only with ``distill`` on, so the identities of runs made before
+        they existed still match."""
         left_out = EXECUTION_OPTIONS if pruningnet else (*EXECUTION_OPTIONS, *PRUNINGNET_OPTIONS)
+        if self.distill == "none":
+            left_out = (*left_out, *DISTILL_OPTIONS)
         return {k: v for k, v in asdict(self).items() if k not in left_out}
 
 
@@ -140,7 +163,18 @@ EXECUTION_OPTIONS = (
 )
 """``train`` options that change how a run executes, not what it computes from: left out of a
 stage's identity (mixed precision and kernel choice move results only by rounding)."""
-PRUNINGNET_OPTIONS = ("sampling", "sandwich", "recalib_batches", "recalib_augment")
+DISTILL = ("none", "fullnet")
+"""Values of ``train.distill``."""
+DISTILL_OPTIONS = ("distill", "distill_mode", "distill_weight", "distill_temperature")
+"""``train`` options of full-net supervision: in an identity only when ``distill`` is not
+``none`` (added after trained PruningNets existed, whose identities lack them)."""
+PRUNINGNET_OPTIONS = (
+    "sampling",
+    "sandwich",
+    "recalib_batches",
+    "recalib_augment",
+    *DISTILL_OPTIONS,
+)
 """``train`` options that only PruningNet training and its validation read: a retrain, which
 shares the ``train`` group, leaves them out of its identity."""
 

@@ -2,12 +2,17 @@
 
 MetaPruning (Liu et al., ICCV 2019, sec. 3.1-3.2).  Every prunable conv of the family (the first
 conv included) gets a :class:`~metaprune.pruningnet.blocks.MetaConv` meta block fed with a
-network encoding, as in the official code, which generates all convs with FC meta blocks:
+network encoding, as in the official code, which generates all convs with FC meta blocks.  The
+encodings are a registry (:mod:`metaprune.pruningnet.encoders`):
 
-* ``encoding="layer"`` (the paper): the layer's (input width / max, output width / max) ratios,
-  1.0 for a fixed dimension such as the image channels (the official MobileNetV2 code feeds the
-  three ratios of a whole inverted-residual block to each of its convs instead);
-* ``encoding="global"``: the width ratio of every gene of the config.
+* ``encoding="layer"`` (the paper): the layer's (input width / max, output width / max) ratios;
+* ``encoding="global"``: the width ratio of every gene of the config;
+* ``encoding="graph"`` (Graph PruningNet): a GCN over the network's topology, trained jointly,
+  each node's embedding feeding its layer's meta block.
+
+:meth:`PruningNet.node_embeddings` returns the meta blocks' inputs for a config (one row per
+conv, in layer order) and :meth:`PruningNet.gene_embeddings` their mean per gene, as features
+for search strategies.
 
 The FC classifier is not generated: its weight is cropped (columns ``[:cin]``) from one shared
 max-width ``nn.Linear``, as the official code uses a plain ``nn.Linear`` classifier.  Each BN layer
@@ -24,7 +29,9 @@ the chosen BN rows' running statistics change, in training mode, as in any BN (t
 training at once update a row they share in either order).  :meth:`PruningNet.generate` returns
 the same tensors as a state dict that ``build_pruned(space, config)`` loads strictly; tests check
 that both give the same outputs.  The config is always an argument; no module holds an "active"
-sub-network.
+sub-network.  ``forward(x, config, part)`` runs only the units ``part`` of the network (blocks
+``0 .. B-1``, then the head ``B``: pooling and classifier), which full-net supervision uses to
+feed one stage another network's features (:mod:`metaprune.pruningnet.supervision`).
 """
 
 from __future__ import annotations
@@ -38,9 +45,10 @@ from torch import nn
 
 from metaprune.arch import Conv, Dim, resolve
 from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
+from metaprune.pruningnet.encoders import ENCODERS, create_encoder
 from metaprune.space import ChannelConfig, ChannelSpace
 
-ENCODINGS = ("layer", "global")
+ENCODINGS = tuple(ENCODERS)
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults, which PrunedNet uses
 
 
@@ -51,7 +59,8 @@ class PruningNetConfig:
     hidden: int = 32
     """Width of each meta block's hidden layer (the official code uses 32 and 64)."""
     encoding: str = "layer"
-    """Meta block input: ``layer`` (the layer's in/out width ratios, the paper) or ``global``."""
+    """Meta block input: ``layer`` (the layer's in/out width ratios, the paper), ``global`` or
+    ``graph`` (a GCN over the topology, :mod:`metaprune.pruningnet.encoders.graph`)."""
     bn_affine: bool = False
     """Learn a BN scale and shift per width choice (the official code: ``False``)."""
 
@@ -81,15 +90,21 @@ class PruningNet(nn.Module):
         cfg = self.config
         self._max = space.widths(space.max())
         self._convs = [ly for ly in space.arch.layers if ly.kind == "conv"]
+        # the convs of each block (indices into _convs), for running a part of the network
+        self._block_convs = [
+            [k for k, ly in enumerate(self._convs) if ly.name.startswith(f"features.{i}.")]
+            for i in range(len(space.arch.blocks))
+        ]
         linear = space.arch.layers[-1]
-        in_dim = 2 if cfg.encoding == "layer" else len(space.genes)
-        ones = torch.ones(in_dim)
+        self.encoder = create_encoder(cfg.encoding, space, self._convs, cfg.hidden)
+        with torch.no_grad():  # each meta block is scaled at its max-width encoding
+            init = self.encoder(self._max)
         self.meta = nn.ModuleDict()
         self.bn = nn.ModuleDict()
-        for ly in self._convs:
+        for ly, enc in zip(self._convs, init, strict=True):
             cin, cout = resolve(ly.cin, self._max), resolve(ly.cout, self._max)
             self.meta[_key(ly.name)] = MetaConv(
-                in_dim, cfg.hidden, cout, cin, ly.kernel, ly.depthwise, ones
+                self.encoder.dim, cfg.hidden, cout, cin, ly.kernel, ly.depthwise, enc
             )
             self.bn[_key(ly.name)] = ChoiceBN(len(self._bn_widths(ly.cout)), cout, cfg.bn_affine)
         self.classifier = nn.Linear(resolve(linear.cin, self._max), space.num_classes)
@@ -104,30 +119,47 @@ class PruningNet(nn.Module):
             else self.space.genes[self.space.gene_index[dim]].unique_widths
         )
 
-    def _encodings(self, widths: dict[str, int]) -> torch.Tensor:
-        """(n_convs, d) meta block inputs for the widths of one config."""
+    @property
+    def nodes(self) -> list[str]:
+        """The module names of the generated convs: the rows of :meth:`node_embeddings`."""
+        return [ly.name for ly in self._convs]
 
-        def ratio(dim: Dim) -> float:
-            return 1.0 if isinstance(dim, int) else widths[dim] / self._max[dim]
+    @torch.no_grad()
+    def node_embeddings(self, config: ChannelConfig) -> torch.Tensor:
+        """``(n_convs, d)``: the meta blocks' inputs for ``config``, one row per conv in layer
+        order (:attr:`nodes`); for ``encoding="graph"`` the GCN's node embeddings."""
+        return self.encoder(self.space.widths(config)).clone()
 
-        if self.config.encoding == "layer":
-            rows = [[ratio(ly.cin), ratio(ly.cout)] for ly in self._convs]
-        else:
-            rows = [[ratio(g.name) for g in self.space.genes]] * len(self._convs)
-        return torch.tensor(rows, device=self.classifier.weight.device)
+    @torch.no_grad()
+    def gene_embeddings(self, config: ChannelConfig) -> torch.Tensor:
+        """``(n_genes, d)``: the mean of :meth:`node_embeddings` over the convs whose output
+        width is each gene, in ``space.genes`` order."""
+        nodes = self.node_embeddings(config)
+        rows = [
+            nodes[[k for k, ly in enumerate(self._convs) if ly.cout == g.name]].mean(0)
+            for g in self.space.genes
+        ]
+        return torch.stack(rows)
 
-    def _tensors(self, widths: dict[str, int]) -> dict[str, torch.Tensor]:
-        """Every parameter and buffer of the plain network of ``widths``, generated or selected."""
-        enc = self._encodings(widths)
+    def _tensors(
+        self, widths: dict[str, int], part: range | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The parameters and buffers of the plain network of ``widths``, generated or selected:
+        every one, or those of the units in ``part`` (see :meth:`forward`)."""
+        units = range(len(self.space.arch.blocks) + 1) if part is None else part
+        enc = self.encoder(widths)
         out: dict[str, torch.Tensor] = {}
-        for i, ly in enumerate(self._convs):
-            cin, cout = resolve(ly.cin, widths), resolve(ly.cout, widths)
-            out[f"{ly.name}.0.weight"] = self.meta[_key(ly.name)](enc[i], cout, cin)
-            bn = self.bn[_key(ly.name)].tensors(self._bn_widths(ly.cout).index(cout), cout)
-            out.update({f"{ly.name}.1.{k}": v for k, v in bn.items()})
-        last = resolve(self.space.arch.layers[-1].cin, widths)
-        out["classifier.weight"] = self.classifier.weight[:, :last]
-        out["classifier.bias"] = self.classifier.bias
+        for u in units:
+            for i in self._block_convs[u] if u < len(self._block_convs) else ():
+                ly = self._convs[i]
+                cin, cout = resolve(ly.cin, widths), resolve(ly.cout, widths)
+                out[f"{ly.name}.0.weight"] = self.meta[_key(ly.name)](enc[i], cout, cin)
+                bn = self.bn[_key(ly.name)].tensors(self._bn_widths(ly.cout).index(cout), cout)
+                out.update({f"{ly.name}.1.{k}": v for k, v in bn.items()})
+        if len(self._block_convs) in units:
+            last = resolve(self.space.arch.layers[-1].cin, widths)
+            out["classifier.weight"] = self.classifier.weight[:, :last]
+            out["classifier.bias"] = self.classifier.bias
         return out
 
     def _conv_bn(
@@ -159,15 +191,25 @@ class PruningNet(nn.Module):
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu6(x, inplace=True) if self.space.arch.act == "relu6" else F.relu(x, True)
 
-    def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, config: ChannelConfig, part: range | None = None
+    ) -> torch.Tensor:
         """Logits of the network of ``config`` with generated weights (``PrunedNet``'s forward,
         written with functional ops on tensors local to this call).
 
-        In training mode the batch statistics update the running statistics of the chosen BN
-        rows only.
+        ``part`` (a range of units: blocks ``0 .. B-1`` of the architecture, then the head ``B``,
+        pooling and classifier) runs only those units on ``x``, the input of the first: the
+        features of the last block, or logits when the head is in it.  In training mode the
+        batch statistics update the running statistics of the chosen BN rows only.
         """
-        t = self._tensors(self.space.widths(config))
-        for i, block in enumerate(self.space.arch.blocks):
+        blocks = self.space.arch.blocks
+        part = range(len(blocks) + 1) if part is None else part
+        t = self._tensors(self.space.widths(config), part)
+        for i in part:
+            if i == len(blocks):
+                x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (N, C)
+                return F.linear(x, t["classifier.weight"], t["classifier.bias"])
+            block = blocks[i]
             inp = x
             for j, conv in enumerate(block.body):
                 x = self._conv_bn(x, f"features.{i}.body.{j}", conv, t)
@@ -178,8 +220,7 @@ class PruningNet(nn.Module):
                 x = self._act(x)
             if block.maxpool:
                 x = F.max_pool2d(x, 3, 2, 1)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (N, C)
-        return F.linear(x, t["classifier.weight"], t["classifier.bias"])
+        return x
 
     @torch.no_grad()
     def generate(self, config: ChannelConfig) -> dict[str, torch.Tensor]:

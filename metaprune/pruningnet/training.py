@@ -4,12 +4,13 @@ sec. 3.2), for any loader.
 Each step draws the configs of :class:`~metaprune.pruningnet.ConfigSampler` (one uniform config
 per step as in the paper; optionally FLOPs-uniform and/or the sandwich max + min), runs the batch
 through the PruningNet with weights generated for each, and back-propagates the mean loss into
-the meta blocks.  :func:`train_pruningnet` runs it on any re-iterable of ``(images, labels)``
-(a user's own ``DataLoader`` included) through the project's :class:`~metaprune.engine.Trainer`
-(SGD, warm-up + schedule, AMP, checkpoints, resume); :func:`score_config` scores one config with
-generated weights after BN recalibration (sec. 3.3), as the epoch-end validation does.  The
-Hydra stage ``metaprune.train.train(cfg, out_dir)`` builds data, PruningNet and validation from a
-config and calls this loop.
+the meta blocks; with ``train.distill=fullnet`` the max-width network supervises the sampled
+ones (:mod:`metaprune.pruningnet.supervision`).  :func:`train_pruningnet` runs it on any
+re-iterable of ``(images, labels)`` (a user's own ``DataLoader`` included) through the project's
+:class:`~metaprune.engine.Trainer` (SGD, warm-up + schedule, AMP, checkpoints, resume);
+:func:`score_config` scores one config with generated weights after BN recalibration (sec. 3.3),
+as the epoch-end validation does.  The Hydra stage ``metaprune.train.train(cfg, out_dir)`` builds
+data, PruningNet and validation from a config and calls this loop.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from metaprune.models import build_pruned
 from metaprune.pruningnet.checkpoint import pruningnet_meta
 from metaprune.pruningnet.net import PruningNet, PruningNetConfig
 from metaprune.pruningnet.sampler import ConfigSampler
+from metaprune.pruningnet.supervision import fullnet_step
 from metaprune.space import ChannelConfig, ChannelSpace
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -54,6 +56,13 @@ def pruningnet_step(sampler: ConfigSampler) -> StepFn:
         return sum(loss_fn(model(x, c), y) for c in configs) / len(configs)
 
     return step
+
+
+def training_step(sampler: ConfigSampler, tcfg: TrainConfig) -> StepFn:
+    """The step ``tcfg`` asks for: the paper's (:func:`pruningnet_step`) or, with
+    ``distill=fullnet``, full-net supervision (:func:`~metaprune.pruningnet.supervision.
+    fullnet_step`)."""
+    return pruningnet_step(sampler) if tcfg.distill == "none" else fullnet_step(sampler, tcfg)
 
 
 def train_pruningnet(
@@ -76,9 +85,10 @@ def train_pruningnet(
     ``torch.utils.data.DataLoader`` is one); batches are moved to the device.  ``train`` and
     ``options`` (any :class:`~metaprune.engine.TrainConfig` field, e.g. ``epochs=3``,
     ``device="cuda"``, ``seed=1``, ``grad_clip=5.0``; ``options`` override ``train``) set the
-    loop; ``optim`` and ``sched`` the SGD recipe.  ``sampler`` draws each step's configs (default:
-    the ``sampling`` and ``sandwich`` options).  ``validate(pnet)`` is called after every epoch
-    and returns scalars for the history (see :func:`score_config` for scoring a config).
+    loop (``distill`` and its options: full-net supervision); ``optim`` and ``sched`` the SGD
+    recipe.  ``sampler`` draws each step's configs (default: the ``sampling`` and ``sandwich``
+    options).  ``validate(pnet)`` is called after every epoch and returns scalars for the
+    history (see :func:`score_config` for scoring a config).
     ``out_dir`` receives a checkpoint each epoch (``resume=True`` continues one) and TensorBoard
     scalars; ``None`` writes nothing.  ``identity`` is stored in the checkpoints and checked on
     resume (:class:`~metaprune.engine.Trainer`).  Returns ``{epochs, steps, seconds, history,
@@ -93,7 +103,7 @@ def train_pruningnet(
         train=tcfg,
         optim=optim,
         sched=sched,
-        step_fn=pruningnet_step(sampler),
+        step_fn=training_step(sampler, tcfg),
         validate_fn=validate,
         fingerprint=run_fingerprint(pnet.space, pnet.config),
         identity=identity,
