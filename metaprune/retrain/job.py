@@ -140,12 +140,18 @@ def _content_hash(path: Path, option: str) -> str:
 
 
 def retrain(
-    cfg: Any, out_dir: str | os.PathLike, config: ChannelConfig | None = None
+    cfg: Any,
+    out_dir: str | os.PathLike,
+    config: ChannelConfig | None = None,
+    start: tuple[nn.Module, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Retrain a pruned network of ``cfg`` (groups model, space, data, optim, sched, train,
     retrain) into ``out_dir``; returns the result also written to ``result.json``.
 
-    ``config`` overrides the config named by ``cfg.retrain`` (see :func:`resolve_config`).  The
+    ``config`` overrides the config named by ``cfg.retrain`` (see :func:`resolve_config`).
+    ``start`` is ``(network of config's widths, what its weights come from)``: training
+    fine-tunes that network instead of :func:`initial_model`'s, and the identity's ``init`` is
+    the description given (``metaprune prune`` passes the pruned network).  The
     run directory holds ``checkpoint.pt`` (resume state), ``result.json``, ``tb/`` and
     ``export/`` (``pruned.pt``, ``model.json`` and the exported programs).
     """
@@ -162,13 +168,15 @@ def retrain(
         space.check(config)
     fingerprint = run_fingerprint(space, config, rcfg)
     identity = retrain_identity(cfg.data, space, config, rcfg, tcfg, ocfg, scfg)
+    if start is not None:
+        identity["init"] = start[1]
     done = finished_result(out_dir / RESULT_FILE, fingerprint, identity)
     if done is not None:
         log.info("%s already holds a finished retrain run; skipping", out_dir)
         return done
 
     seed_everything(tcfg.seed)
-    model = initial_model(rcfg, space, config)
+    model = initial_model(rcfg, space, config) if start is None else start[0]
     step_fn = supervised_step
     if rcfg.kd.teacher:
         teacher = load_teacher(rcfg.kd.teacher, space).to(rt.device)

@@ -1,0 +1,123 @@
+"""Which channels each gene keeps: at given widths, or allocated globally to meet a cost target.
+
+Given a criterion's scores (:mod:`.criterion`), a gene keeps its highest-scoring channels.  At
+given widths (a uniform ratio or a :class:`~metaprune.space.ChannelConfig`, e.g. a search's
+winner) that is all (:func:`keep_top`).  Globally (:func:`allocate`), channels are ranked across
+genes and removed, least important first, until the network meets the target; the criterion says
+how the ranking compares genes (``Criterion.normalise``): by the largest score removed (a global
+threshold, network slimming, Liu et al., ICCV 2017, sec. 3.3) or by the summed importance removed
+per unit of cost saved (group Fisher pruning, Liu et al., ICML 2021, sec. 3.3, normalises by
+memory; a rate-distortion view, by rate).
+
+Rounding to the space's width choices: the papers remove one channel at a time; here every
+removal step takes a gene from its width choice to the next smaller one (its lowest-scoring
+channels in between go together), and the greedy loop stops at the first configuration whose cost
+is at or under the target, so the result is always one of the space's configurations and never
+over budget.  Cost ``memory`` is the output feature-map elements of every conv at batch 1 (the
+paper's memory of activations; the input image excluded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from metaprune.arch import resolve
+from metaprune.cost import cost_model
+from metaprune.prune.channels import Keep, Scores
+from metaprune.space import ChannelConfig, ChannelSpace
+
+COSTS = ("flops", "params", "memory")
+
+
+def cost_function(space: ChannelSpace, name: str) -> Callable[[ChannelConfig], float]:
+    """The cost ``name`` (one of :data:`COSTS`) of a config of ``space``."""
+    if name == "flops":
+        return cost_model(space).flops
+    if name == "params":
+        return cost_model(space).params
+    if name == "memory":
+        convs = [ly for ly in space.arch.layers if ly.kind == "conv"]
+
+        def memory(config: ChannelConfig) -> float:
+            w = config.widths()
+            return float(sum(resolve(ly.cout, w) * ly.out_hw[0] * ly.out_hw[1] for ly in convs))
+
+        return memory
+    raise ValueError(f"unknown cost {name!r}; choose one of {list(COSTS)}")
+
+
+def check_scores(space: ChannelSpace, scores: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` unless ``scores`` has one finite score per channel of every gene."""
+    for g in space.genes:
+        s = scores.get(g.name)
+        if s is None or tuple(s.shape) != (g.max_channels,) or not torch.isfinite(s).all():
+            shape = None if s is None else tuple(s.shape)
+            raise ValueError(
+                f"scores of gene {g.name!r} must be {g.max_channels} finite values, got {shape}"
+            )
+
+
+def keep_top(scores: Scores, widths: Mapping[str, int]) -> Keep:
+    """Gene -> indices (ascending) of its ``widths[gene]`` highest-scoring channels; ties go to
+    the lower index."""
+    out = {}
+    for gene, w in widths.items():
+        s = scores[gene].double()
+        order = sorted(range(len(s)), key=lambda i: (-float(s[i]), i))
+        out[gene] = torch.tensor(sorted(order[:w]), dtype=torch.long)
+    return out
+
+
+def keep_for(space: ChannelSpace, scores: Scores, config: ChannelConfig) -> Keep:
+    """The channels each gene keeps at the widths of ``config``."""
+    check_scores(space, scores)
+    return keep_top(scores, space.widths(config))
+
+
+def _smaller(choices: tuple[int, ...], i: int) -> int | None:
+    """The largest choice index whose width is below choice ``i``'s (None at the minimum)."""
+    below = [j for j in range(i) if choices[j] < choices[i]]
+    return below[-1] if below else None
+
+
+def allocate(
+    space: ChannelSpace,
+    scores: Scores,
+    budget: float,
+    cost: str = "flops",
+    normalise: str | None = None,
+) -> ChannelConfig:
+    """The configuration the greedy global ranking reaches at cost ``cost`` <= ``budget``
+    (module docstring); ``normalise`` is the criterion's (None: by threshold).  A budget below
+    the smallest configuration's cost raises ``ValueError`` naming it."""
+    check_scores(space, scores)
+    price = cost_function(space, cost)
+    if price(space.min()) > budget:
+        raise ValueError(
+            f"prune.target: {cost} {budget:.6g} is below the smallest configuration's "
+            f"{price(space.min()):.6g}"
+        )
+    norm = cost_function(space, normalise) if normalise else None
+    ranked = {g.name: scores[g.name].double().sort(descending=True).values for g in space.genes}
+    idx = list(space.max().indices)
+    config = space.config(idx)
+    while price(config) > budget:
+        best: tuple[float, int, int] | None = None
+        for k, gene in enumerate(space.genes):
+            j = _smaller(gene.choices, idx[k])
+            if j is None:
+                continue
+            removed = ranked[gene.name][gene.choices[j] : gene.choices[idx[k]]]
+            if norm is None:
+                value = float(removed.max())
+            else:
+                step = space.config([*idx[:k], j, *idx[k + 1 :]])
+                value = float(removed.sum()) / max(norm(config) - norm(step), 1e-12)
+            if best is None or value < best[0]:
+                best = (value, k, j)
+        assert best is not None  # the minimal config meets the budget
+        idx[best[1]] = best[2]
+        config = space.config(idx)
+    return config

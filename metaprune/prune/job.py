@@ -1,0 +1,188 @@
+"""The prune job: score a trained network's channels, keep the best, fine-tune, report, export.
+
+The pruning pipeline of the criteria's papers (prune a trained network, then fine-tune; Li et
+al., ICLR 2017, sec. 3; Liu et al., ICCV 2017, sec. 3.3): :func:`prune` loads the full-width
+network (``prune.from``, :mod:`.source`), lets the criterion score every channel on training
+batches (:mod:`.criteria`), keeps the top channels at ``prune.widths`` or allocates widths
+globally to ``prune.target`` (:mod:`.allocate`), builds the pruned network with
+``build_pruned`` and the kept weights (:mod:`.channels`, or the criterion's own transfer), and
+fine-tunes it with the retrain engine (:func:`~metaprune.retrain.retrain`: the ``retrain``
+group's recipe, ``retrain.kd`` distillation, here from the unpruned network with ``prune.kd``).
+
+The run directory holds ``start.pt`` (the pruned network before fine-tuning, with what it was
+made from), ``prune.json`` (criterion, widths, costs, accuracy-free summary), ``unpruned.pt``
+(the teacher, with ``prune.kd``) and everything ``retrain`` writes (``result.json``, ``export/``,
+checkpoints, ``tb/``).  ``start.pt`` is reused when its inputs are this run's, so a resumed
+fine-tune does not score again; the fine-tune's identity is the retrain identity with ``init``
+the prune's inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from metaprune.config import build_space
+from metaprune.cost import count_flops, count_params
+from metaprune.data import build_datasets, make_loader
+from metaprune.data.identity import data_identity
+from metaprune.engine import Runtime, seed_everything
+from metaprune.engine.identity import file_hash
+from metaprune.export import pruned_payload
+from metaprune.io import atomic_write_json, safe_torch_load
+from metaprune.models import build_pruned
+from metaprune.prune import criteria  # noqa: F401  (registration)
+from metaprune.prune.allocate import allocate, cost_function, keep_for
+from metaprune.prune.config import PruneConfig
+from metaprune.prune.criterion import Batches, make_criterion
+from metaprune.prune.source import PruneInputError, load_source
+from metaprune.retrain import RetrainConfig, recipe, resolve_config, retrain
+from metaprune.space import ChannelConfig, ChannelSpace
+
+log = logging.getLogger(__name__)
+
+START_FILE = "start.pt"
+SUMMARY_FILE = "prune.json"
+TEACHER_FILE = "unpruned.pt"
+
+
+def stream(dataset: Any, batch_size: int, seed: int, device: torch.device) -> Batches:
+    """Training batches of ``dataset`` without end, shuffled and augmented from ``seed``."""
+    loader = make_loader(dataset, batch_size, train=True, device=device, seed=seed)
+
+    def gen() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for epoch in itertools.count():
+            loader.set_epoch(epoch)
+            yield from loader
+
+    return gen()
+
+
+def fixed_widths(pcfg: PruneConfig, space: ChannelSpace) -> ChannelConfig:
+    """The config of ``prune.widths``: a uniform ratio (nearest choice) or a config file."""
+    w = pcfg.widths
+    if isinstance(w, int | float) and not isinstance(w, bool):
+        return space.uniform(float(w), nearest=True)
+    try:
+        return resolve_config(RetrainConfig(config=str(w)), space)
+    except ValueError as e:
+        raise PruneInputError(f"prune.widths: {e}") from e
+
+
+def target_budget(pcfg: PruneConfig, space: ChannelSpace) -> float:
+    """The absolute cost ``prune.target`` allows."""
+    from metaprune.search.constraints import parse_value
+
+    full = cost_function(space, pcfg.cost)(space.max())
+    return float(parse_value(pcfg.cost, pcfg.target, full, "prune.target"))
+
+
+def prune_identity(cfg: DictConfig, pcfg: PruneConfig, source: Path) -> dict[str, Any]:
+    """What the pruned network before fine-tuning depends on: the source file's content, the
+    criterion and its options, the size (target or widths), the batches it scored on."""
+    widths = pcfg.widths
+    if widths is not None and not isinstance(widths, int | float):
+        widths = {"file": file_hash(widths)}
+    return {
+        "kind": "prune",
+        "from": file_hash(source),
+        "criterion": pcfg.criterion,
+        "options": dict(pcfg.options),
+        "target": pcfg.target,
+        "cost": pcfg.cost,
+        "widths": widths,
+        "batch_size": pcfg.batch_size,
+        "seed": pcfg.seed,
+        "data": data_identity(cfg.data),
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def prune_network(
+    model: torch.nn.Module,
+    space: ChannelSpace,
+    pcfg: PruneConfig,
+    batches: Batches,
+) -> tuple[ChannelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Score ``model`` (a full-width network, changed in place by criteria that train), choose
+    the widths and the kept channels: ``(config, pruned state dict, summary)``."""
+    criterion = make_criterion(pcfg.criterion, pcfg.options)
+    scores = criterion.score(model, space, batches)
+    if pcfg.target is not None:
+        budget = target_budget(pcfg, space)
+        config = allocate(space, scores, budget, pcfg.cost, criterion.normalise)
+    else:
+        config = fixed_widths(pcfg, space)
+    keep = keep_for(space, scores, config)
+    state = criterion.transfer(model, space, keep, batches)
+    full = space.max()
+    summary = {
+        "criterion": pcfg.criterion,
+        "options": dict(pcfg.options),
+        "normalise": criterion.normalise,
+        "config": config.to_dict(),
+        "widths": list(config.width_tuple()),
+        "flops_ratio": count_flops(space, config) / count_flops(space, full),
+        "params_ratio": count_params(space, config) / count_params(space, full),
+        "kept": {g: k.tolist() for g, k in keep.items()},
+    }
+    return config, state, summary
+
+
+def prune(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Prune the network ``cfg.prune`` names and fine-tune it into ``out_dir`` (module
+    docstring); returns the fine-tune's ``result.json`` with the prune summary under
+    ``prune``."""
+    out_dir = Path(out_dir)
+    cfg = copy.deepcopy(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
+    pcfg = PruneConfig.from_any(cfg.get("prune")).require_size()
+    rcfg = RetrainConfig.from_any(cfg.get("retrain"))
+    if rcfg.init != "scratch":
+        raise PruneInputError("prune fine-tunes the pruned weights: leave retrain.init=scratch")
+    tcfg = recipe(cfg, rcfg)[0]
+    rt = Runtime.setup(tcfg.device, tcfg.amp, tcfg.channels_last)
+    data = build_datasets(cfg.data)
+    space = build_space(cfg.model, cfg.get("space"), data.input_shape, data.num_classes)
+    source, source_path = load_source(pcfg.source, space)
+    identity = prune_identity(cfg, pcfg, source_path)
+    start_path = out_dir / START_FILE
+    stored = safe_torch_load(start_path) if start_path.is_file() else None
+    fresh = stored is None or not _same(stored["identity"], identity)
+    teacher = out_dir / TEACHER_FILE
+    if rt.is_main and fresh:
+        seed_everything(pcfg.seed)
+        batches = stream(data.train, pcfg.batch_size, pcfg.seed, rt.device)
+        work = copy.deepcopy(source).to(rt.device)
+        config, state, summary = prune_network(work, space, pcfg, batches)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"identity": identity, "config": config.to_dict(), "summary": summary}
+        payload["state_dict"] = {k: v.detach().cpu() for k, v in state.items()}
+        tmp = start_path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, start_path)
+        atomic_write_json(out_dir / SUMMARY_FILE, summary)
+        log.info("pruned by %s to %s", pcfg.criterion, config)
+    use_teacher = pcfg.kd and not rcfg.kd.teacher
+    if rt.is_main and use_teacher and (fresh or not teacher.is_file()):
+        torch.save(pruned_payload(source, space, space.max()), teacher)
+    rt.barrier()
+    stored = safe_torch_load(start_path)
+    config = space.from_json(stored["config"])
+    model = build_pruned(space, config)
+    model.load_state_dict(stored["state_dict"], strict=True)
+    if use_teacher:
+        cfg.retrain.kd.teacher = str(teacher)
+    result = retrain(cfg, out_dir, config, start=(model, identity))
+    return {**result, "prune": stored["summary"]}
