@@ -1,4 +1,5 @@
-"""The ``metaprune`` command: ``train``, ``search``, ``retrain``, ``pipeline`` are Hydra apps.
+"""The ``metaprune`` command: ``train``, ``search``, ``retrain``, ``pipeline``, ``prune`` are
+Hydra apps.
 
 ``metaprune <command> [key=value ...]`` composes ``conf/config.yaml`` with the overrides (e.g.
 ``experiment=quickstart search.targets=[0.25,0.5]``); every command reads and writes the run
@@ -26,13 +27,15 @@ from metaprune.config import use_supernet
 from metaprune.io import RunLockedError, run_lock
 from metaprune.schema import CONF_DIR, check_config, load_config, register_configs
 
-USAGE = """usage: metaprune {train,search,retrain,pipeline} [key=value ...]
+USAGE = """usage: metaprune {train,search,retrain,pipeline,prune} [key=value ...]
        metaprune latency {build,validate} [key=value | --key value ...]
 
   train     train a PruningNet by stochastic structure sampling       -> <run_dir>/train
   search    evolutionary search with the trained PruningNet           -> <run_dir>/search
   retrain   retrain a searched (or uniform) config from scratch        -> <run_dir>/retrain/<label>
   pipeline  train -> search -> retrain winners and baselines -> export -> summary
+  prune     prune a trained network by a channel criterion, fine-tune  -> <run_dir>/prune/<label>
+            (prune.from=<retrain run or .pt> prune.criterion=l1 prune.target=0.5)
   latency   build or validate a measured latency look-up table
 
 Hydra overrides follow the command, e.g.  metaprune pipeline experiment=quickstart
@@ -65,11 +68,18 @@ def _run_pipeline(cfg: DictConfig) -> None:
     pipeline(cfg, Path(cfg.run_dir))
 
 
+def _run_prune(cfg: DictConfig) -> None:
+    from metaprune.prune import prune, prune_label
+
+    prune(cfg, Path(cfg.run_dir) / "prune" / prune_label(cfg))
+
+
 _COMMANDS: dict[str, Callable[[DictConfig], None]] = {
     "train": _run_train,
     "search": _run_search,
     "retrain": _run_retrain,
     "pipeline": _run_pipeline,
+    "prune": _run_prune,
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -22,6 +23,8 @@ from metaprune.config import build_space, supernet_path
 from metaprune.data import DataConfig
 from metaprune.engine import OptimConfig, SchedConfig, TrainConfig
 from metaprune.groups import ConfigError, to_dataclass, to_plain
+from metaprune.prune.config import DEFAULTS as PRUNE_DEFAULTS
+from metaprune.prune.config import PruneConfig
 from metaprune.pruningnet import PruningNetConfig
 from metaprune.pruningnet.supervision import check_supervision
 from metaprune.retrain import RetrainConfig
@@ -95,6 +98,9 @@ class AppConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    prune: dict[str, Any] = field(default_factory=lambda: dict(PRUNE_DEFAULTS))
+    """The ``prune`` block of ``metaprune prune`` (:class:`~metaprune.prune.PruneConfig`; a
+    mapping, as its key ``from`` is no Python name: checked by :func:`check_config`)."""
     run_name: str = "run"
     """Name of the run directory under ``outputs/``."""
     run_dir: str = "outputs/${run_name}"
@@ -140,6 +146,7 @@ def check_config(cfg: DictConfig) -> None:
     retrain["pruningnet"] = retrain.get("pruningnet") or supernet_path(cfg, cfg.run_dir)
     rcfg = to_dataclass(RetrainConfig, retrain, "retrain")
     retrain_recipe(cfg, rcfg)  # the overrides merged onto their groups, as retraining does
+    PruneConfig.from_any(cfg.get("prune"))
 
 
 def _check_latency_table(scfg: SearchConfig) -> None:

@@ -34,7 +34,7 @@ from metaprune.prune.criterion import (
     make_criterion,
     register_criterion,
 )
-from metaprune.prune.job import prune, prune_network
+from metaprune.prune.job import prune, prune_label, prune_network
 from metaprune.prune.source import PruneInputError, load_source
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "make_criterion",
     "producers",
     "prune",
+    "prune_label",
     "prune_network",
     "prune_state",
     "register_criterion",

@@ -24,6 +24,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,20 @@ def prune_network(
         "kept": {g: k.tolist() for g, k in keep.items()},
     }
     return config, state, summary
+
+
+def prune_label(cfg: Any) -> str:
+    """A directory name for the prune of ``cfg``: ``<criterion>-<cost><target>``,
+    ``<criterion>-widths<ratio>`` or ``<criterion>-config-<file stem>``, plus ``-kd``."""
+    pcfg = PruneConfig.from_any(cfg.get("prune")).require_size()
+    if pcfg.target is not None:
+        size = f"{pcfg.cost}{pcfg.target}"
+    elif isinstance(pcfg.widths, int | float):
+        size = f"widths{float(pcfg.widths):g}"
+    else:
+        size = f"config-{Path(str(pcfg.widths)).stem}"
+    label = re.sub(r"[^A-Za-z0-9.%]+", "-", f"{pcfg.criterion}-{size}").strip("-")
+    return label + ("-kd" if pcfg.kd else "")
 
 
 def prune(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
