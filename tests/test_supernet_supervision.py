@@ -142,6 +142,11 @@ def test_stagewise_loss_is_zero_for_the_full_network_only(family):
 def test_stages_are_the_tied_resolution_stages():
     assert stages(tiny("cbm_mobilenet").arch) == [range(0, 3), range(3, 5), range(5, 6)]
     assert stages(tiny("resnet20").arch) == [range(0, 4), range(4, 7), range(7, 10)]
+    space = tiny()
+    pnet = create_pruningnet(space, hidden=4)
+    for bad in (range(3, 8), range(2, 2), range(0, 6, 2)):  # 6 blocks and the head: units 0-6
+        with pytest.raises(ValueError, match=r"part must be .* range\(0, 7\)"):
+            pnet(torch.randn(2, 1, 8, 8), space.max(), bad)
 
 
 def kill_in_epoch_2(cfg, out_dir, monkeypatch) -> None:

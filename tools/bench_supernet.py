@@ -7,6 +7,8 @@ batch and the same sampled configs at each step (the sampler's generator is seed
 in training), each variant with its own PruningNet (same seed) and optimiser:
 
 * ``none/layer``: the paper's step (one uniform config, labels only, layer encoding): the base;
+* ``sandwich/layer``: the sandwich rule (``train.sandwich=true``: max, sampled and min
+  networks), for scale: it also runs the max network;
 * ``fullnet-logits/layer``, ``fullnet-stagewise/layer``: full-net supervision
   (``train.distill=fullnet``), which adds the max network's forward and backward;
 * ``none/graph``: the graph encoding (``pruningnet=graph``).
@@ -37,6 +39,7 @@ from metaprune.pruningnet.training import training_step
 
 VARIANTS = {
     "none/layer": ({}, "layer"),
+    "sandwich/layer": ({"sandwich": True}, "layer"),
     "fullnet-logits/layer": ({"distill": "fullnet", "distill_mode": "logits"}, "layer"),
     "fullnet-stagewise/layer": ({"distill": "fullnet", "distill_mode": "stagewise"}, "layer"),
     "none/graph": ({}, "graph"),

@@ -204,6 +204,8 @@ class PruningNet(nn.Module):
         """
         blocks = self.space.arch.blocks
         part = range(len(blocks) + 1) if part is None else part
+        if not part or part.step != 1 or part.start < 0 or part.stop > len(blocks) + 1:
+            raise ValueError(f"part must be a non-empty range within range(0, {len(blocks) + 1})")
         t = self._tensors(self.space.widths(config), part)
         for i in part:
             if i == len(blocks):
