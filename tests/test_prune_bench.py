@@ -1,0 +1,50 @@
+"""tools/bench_prune.py on a tiny setting (fake data, two training steps): every step runs,
+writes its tables, and a second call reuses every stored step."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT.parent / "shared" / "benchmarks" / "channel-bench-macro" / "Results_MobileNet.json"
+_spec = importlib.util.spec_from_file_location("bench_prune", ROOT / "tools" / "bench_prune.py")
+bench_prune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_prune)
+
+FAST = ["train.max_steps_per_epoch=2", "train.progress=false", "retrain.latency_repeats=0"]
+FAST += ["data.fake_test_size=16", "data.search_size=16", "train.batch_size=8"]
+
+
+def test_finetune_and_peer_steps_run_and_resume(tmp_path, caplog):
+    peer = importlib.util.find_spec("torch_pruning") is not None
+    argv = ["--data", "fake", "--out-root", str(tmp_path), "--finetune-model", "resnet20"]
+    argv += ["--steps", "full", "finetune", *(["peer"] if peer else [])]
+    argv += ["--criteria", "l1", "fisher", "--option", "fisher.batches=1", "--kd"]
+    argv += ["--full-epochs", "1", "--finetune-epochs", "1", "--batch-size", "8", "--set"]
+    argv += [*FAST, "model.width_mult=0.25", "data.image_size=12", "data.fake_size=64"]
+    out = bench_prune.main(argv)
+    methods = [r["criterion"] for r in out["finetune"]]
+    assert methods[:3] == ["l1", "fisher", "uniform (l1)"] and len(methods) == 3 + peer
+    assert all(r["flops_ratio"] <= 0.5 for r in out["finetune"])
+    assert "| fisher |" in (tmp_path / "cifar10" / "prune.md").read_text()
+    caplog.clear()
+    assert bench_prune.main(argv)["finetune"] == out["finetune"]
+    assert "running" not in caplog.text
+
+
+@pytest.mark.skipif(not RESULTS.is_file(), reason="the Channel-Bench-Macro results file")
+def test_allocate_step_judges_each_criterion_by_the_benchmark(tmp_path):
+    argv = ["--results", str(RESULTS), "--data", "fake", "--out-root", str(tmp_path)]
+    argv += ["--steps", "allocate", "--criteria", "l1", "distortion", "--targets", "0.5"]
+    argv += ["--option", "distortion.batches=1", "--full-epochs", "1", "--batch-size", "8"]
+    argv += ["--set", *FAST, "data.image_size=32", "data.fake_size=32", "retrain.export_formats=[]"]
+    rows = bench_prune.main(argv)["allocate"]
+    names = sorted(r["criterion"] for r in rows)
+    assert names == ["benchmark best", "distortion", "l1", "uniform"]
+    for r in rows:
+        assert r["flops_ratio"] <= 0.5 and 0 <= r["percentile"] <= 100 and len(r["key"]) == 7
+    best = next(r for r in rows if r["criterion"] == "benchmark best")
+    assert best["percentile"] == 0.0 and all(r["accuracy"] <= best["accuracy"] for r in rows)
