@@ -146,6 +146,7 @@ CRITERIA = {
     "distortion": {"batches": 1},
     "lrf": {"batches": 2},
     "sss": {"steps": 2},
+    "ga": {"population": 4, "elite": 2, "generations": 1, "batches": 1},
 }
 
 
@@ -205,6 +206,21 @@ def test_data_criteria_rank_a_planted_dead_channel_last(name, options):
     for gene, ch in [("stage1", 2), ("s1.b0.mid", 5)]:
         s = scores[gene]
         assert s[ch] == s.min() and s[ch] < 1e-3 * s.median()
+
+
+def test_ga_keeps_a_planted_important_channel():
+    space = space_of("cbm_mobilenet")
+    model = trained_like(space)
+    planted = [3, 17]
+    with torch.no_grad():  # the classifier reads these channels of `last` 100 times harder
+        model.classifier.weight[:, planted] *= 100.0
+        x = torch.randn(32, 3, 8, 8)
+        own = itertools.cycle([(x, model(x).argmax(1))])  # labels the network gets right
+    ga = make_criterion("ga", {"population": 8, "elite": 2, "generations": 4, "batches": 1})
+    scores = ga.score(model, space, own)
+    keep = keep_top(scores, {"last": 16})  # the searched width: the GA's winner
+    assert set(planted) <= set(keep["last"].tolist())
+    assert scores["last"][planted].min() >= 1.0
 
 
 def test_lrf_compensation_reduces_the_output_error_of_removal():

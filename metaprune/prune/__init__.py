@@ -15,6 +15,7 @@ distilling from the unpruned network).  The criteria, one a file under :mod:`.cr
 ``distortion`` output distortion on calibration batches (Gao et al., ICML 2019)
 ``lrf``        linearly replaceable filters + weights compensation (Joo et al., AAAI 2021)
 ``sss``        learnable channel factors, sparsity by modified APG (Huang & Wang, ECCV 2018)
+``ga``         genetic channel selection with a two-step approximate fitness (sources 002 f)
 =============  ==========================================================================
 
 One module a job: :mod:`.channels` (where channels live, copying them), :mod:`.criterion` (the
