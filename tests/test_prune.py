@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from metaprune import build_pruned, count_flops, create_space
+from metaprune.export import check_exports, export_model
 from metaprune.prune import (
     CriterionError,
     PruneConfig,
@@ -284,6 +285,33 @@ def test_sss_zeroes_a_planted_dead_channel_and_removing_zero_factors_changes_not
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(pruned(x), model.eval()(x), atol=1e-5)
+
+
+def test_sss_zeroes_a_dead_residual_block_and_the_pruned_network_runs_and_exports(tmp_path):
+    space = space_of("resnet20")
+    model = trained_like(space)
+    block = 5  # features.5: stage 2's second block; its body's output is dead
+    bn = model.get_submodule(f"features.{block}.body.1")[1]
+    with torch.no_grad():
+        bn.weight.zero_()
+        bn.bias.zero_()
+        x = torch.randn(64, 3, 8, 8)
+        own = itertools.cycle([(x, model(x).argmax(1))])
+    opts = {"steps": 30, "gamma": 0.02, "factor_lr": 1.0, "lr": 1e-4, "momentum": 0.5}
+    sss = make_criterion("sss", opts)
+    scores = sss.score(model, space, own)
+    assert sss.block_factors[block] == 0.0 and len(sss.block_factors) == 9
+    assert sum(f > 0 for f in sss.block_factors.values()) >= 1
+    assert scores["s2.b1.mid"].max() == 0.0
+    gene = space.gene_index["s2.b1.mid"]
+    config = space.config([0 if k == gene else len(space.ratios) - 1 for k in range(len(space))])
+    pruned = build_pruned(space, config).eval()
+    pruned.load_state_dict(prune_state(space, model.state_dict(), keep_for(space, scores, config)))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():  # the dead block at its smallest width changes nothing
+        assert torch.allclose(pruned(x), model.eval()(x), atol=1e-5)
+    paths = export_model(pruned, space, config, tmp_path / "e", formats=["torchscript"])
+    check_exports(paths, pruned, x)
 
 
 def test_bad_criterion_names_and_options_are_named_errors():

@@ -11,7 +11,8 @@ memory; a rate-distortion view, by rate).
 
 Rounding to the space's width choices: the papers remove one channel at a time; here every
 removal step takes a gene from its width choice to the next smaller one (its lowest-scoring
-channels in between go together), and the greedy loop stops at the first configuration whose cost
+channels in between go together; of equally important steps, the one saving most of the target's
+cost), and the greedy loop stops at the first configuration whose cost
 is at or under the target, so the result is always one of the space's configurations and never
 over budget.  Cost ``memory`` is the output feature-map elements of every conv at batch 1 (the
 paper's memory of activations; the input image excluded).
@@ -104,20 +105,21 @@ def allocate(
     idx = list(space.max().indices)
     config = space.config(idx)
     while price(config) > budget:
-        best: tuple[float, int, int] | None = None
+        best: tuple[float, float, int, int] | None = None
         for k, gene in enumerate(space.genes):
             j = _smaller(gene.choices, idx[k])
             if j is None:
                 continue
             removed = ranked[gene.name][gene.choices[j] : gene.choices[idx[k]]]
+            step = space.config([*idx[:k], j, *idx[k + 1 :]])
+            saved = price(config) - price(step)
             if norm is None:
                 value = float(removed.max())
             else:
-                step = space.config([*idx[:k], j, *idx[k + 1 :]])
                 value = float(removed.sum()) / max(norm(config) - norm(step), 1e-12)
-            if best is None or value < best[0]:
-                best = (value, k, j)
+            if best is None or (value, -saved) < best[:2]:
+                best = (value, -saved, k, j)
         assert best is not None  # the minimal config meets the budget
-        idx[best[1]] = best[2]
+        idx[best[2]] = best[3]
         config = space.config(idx)
     return config

@@ -11,16 +11,24 @@ producers' BNs (gamma and beta times lambda), and a channel's score is ``|lambda
 factor is a channel whose removal changes nothing.  Widths are allocated by one global
 threshold on the factors.
 
-Left out: the paper's factors on residual blocks (removing a whole block) need per-block depth
-genes in the channel space, which it does not have yet; and the paper trains from scratch for a
-whole schedule (here a few steps from a trained network).
+Residual blocks get a factor too (``blocks``, the paper's block-level selection): it scales the
+output of the block's body, is solved by the same APG and folded into the body's last BN; a block
+whose factor reaches zero computes its shortcut alone, and its inner genes (the widths only its body holds)
+score zero, so allocation takes them to the space's smallest width first.  Left out: removing
+such a block altogether needs per-block depth genes in the channel space, which it does not have
+yet (the block stays at its smallest width, computing zeros); and the paper trains from scratch
+for a whole schedule (here a few steps from a trained network).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
+from metaprune.arch import Block
 from metaprune.prune.channels import Scores, conv_bn, gene_masks, producers
 from metaprune.prune.criterion import Batches, Criterion, register_criterion
 from metaprune.prune.training import train_steps
@@ -60,6 +68,7 @@ class SSS(Criterion):
         lr: float = 0.01,
         factor_lr: float = 0.1,
         momentum: float = 0.9,
+        blocks: bool = True,
     ) -> None:
         if gamma < 0 or not factor_lr > 0 or not 0 <= momentum < 1:
             raise ValueError(
@@ -67,32 +76,76 @@ class SSS(Criterion):
                 f"{factor_lr}, {momentum}"
             )
         self.gamma, self.steps, self.lr = float(gamma), int(steps), float(lr)
-        self.factor_lr, self.momentum = float(factor_lr), float(momentum)
+        self.factor_lr, self.momentum, self.blocks = float(factor_lr), float(momentum), blocks
+        self.block_factors: dict[int, float] = {}
+        """Residual block index -> its final factor (after :meth:`score`)."""
 
     def score(self, model: nn.Module, space: ChannelSpace, batches: Batches) -> Scores:
         device = next(model.parameters()).device
-        factors = {
-            g.name: torch.ones(g.max_channels, device=device, requires_grad=True)
-            for g in space.genes
-        }
-        velocity = {g: torch.zeros_like(f) for g, f in factors.items()}
-        sparse = {g: f.detach().clone() for g, f in factors.items()}
+        genes = {g.name: torch.ones(g.max_channels, device=device) for g in space.genes}
+        ends = residual_ends(model, space) if self.blocks else {}
+        blocks = {i: torch.ones(1, device=device) for i in ends}
+        factors = [f.requires_grad_() for f in (*genes.values(), *blocks.values())]
+        velocity = [torch.zeros_like(f) for f in factors]
+        sparse = [f.detach().clone() for f in factors]
 
         def on_step() -> None:
             with torch.no_grad():
-                for g, f in factors.items():
+                for k, f in enumerate(factors):
                     grad = f.grad if f.grad is not None else torch.zeros_like(f)
-                    sparse[g] = apg_step(
-                        f, velocity[g], grad, self.factor_lr, self.gamma, self.momentum
+                    sparse[k] = apg_step(
+                        f, velocity[k], grad, self.factor_lr, self.gamma, self.momentum
                     )
                     f.grad = None
 
-        with gene_masks(model, space, factors):
+        with gene_masks(model, space, genes), _scaled(ends, blocks):
             train_steps(model, batches, self.steps, self.lr, on_step=on_step)
+        gene_final = dict(zip(genes, sparse[: len(genes)], strict=True))
+        block_final = dict(zip(blocks, sparse[len(genes) :], strict=True))
         with torch.no_grad():
             for g, layers in producers(space).items():
                 for layer in layers:
-                    bn = conv_bn(model, layer)[1]
-                    bn.weight.mul_(sparse[g])
-                    bn.bias.mul_(sparse[g])
-        return {g: f.abs().cpu() for g, f in sparse.items()}
+                    _fold(conv_bn(model, layer)[1], gene_final[g])
+            for i, bn in ends.items():
+                _fold(bn, block_final[i])
+        scores = {g: f.abs().cpu() for g, f in gene_final.items()}
+        self.block_factors = {i: float(f) for i, f in block_final.items()}
+        for i, f in self.block_factors.items():
+            for gene in inner_genes(space.arch.blocks[i]) if f == 0.0 else ():
+                scores[gene] = torch.zeros_like(scores[gene])
+        return scores
+
+
+def residual_ends(model: nn.Module, space: ChannelSpace) -> dict[int, nn.BatchNorm2d]:
+    """Residual block index -> the BN ending its body (what a block factor scales)."""
+    return {
+        i: model.get_submodule(f"features.{i}.body.{len(b.body) - 1}")[1]
+        for i, b in enumerate(space.arch.blocks)
+        if b.residual
+    }
+
+
+def inner_genes(block: Block) -> list[str]:
+    """The genes only a block's body holds (not its input or output): all of them carry
+    nothing once the body's output is zero."""
+    outer = {block.body[0].cin, block.body[-1].cout}
+    return sorted({c.cout for c in block.body if isinstance(c.cout, str)} - outer)
+
+
+def _fold(bn: nn.BatchNorm2d, factor: torch.Tensor) -> None:
+    """Scale a BN's output by ``factor`` for good (its gamma and beta)."""
+    bn.weight.mul_(factor)
+    bn.bias.mul_(factor)
+
+
+@contextlib.contextmanager
+def _scaled(ends: dict[int, nn.BatchNorm2d], factors: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Within the block, each residual body's output is multiplied by its block factor."""
+    handles = [
+        bn.register_forward_hook(lambda m, a, out, f=factors[i]: out * f) for i, bn in ends.items()
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
