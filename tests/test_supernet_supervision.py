@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ddp_env
 from omegaconf import OmegaConf
 
 import metaprune.pruningnet.training as mtraining
@@ -186,3 +187,24 @@ def test_kill_and_resume_equals_uninterrupted(pruningnet, opts, tmp_path, monkey
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     assert out["val"] == json.loads((tmp_path / "full" / "metrics.json").read_text())["val"]
+
+
+def _ddp_train(rank, world, port, out_dir):
+    ddp_env(rank, world, port)
+    train(run_cfg(pruningnet="graph", **STAGEWISE), out_dir)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_stagewise_graph_training_under_ddp(tmp_path):
+    """Stage-wise supervision runs the PruningNet part by part through the DDP wrapper."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_train, args=(2, port, str(tmp_path)), nprocs=2)
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 1  # 32 images, 2x16
+    load_pruningnet(tmp_path)
