@@ -1,5 +1,6 @@
 """The PruningNet hypernetwork (MetaPruning, Liu et al., ICCV 2019, sec. 3.1-3.2), its sampler,
-its training loop and its checkpoint file."""
+its training loop and its checkpoint file; its encodings (:mod:`.encoders`: layer, global,
+graph) and full-net supervisions (:mod:`.supervision`: logits, stagewise) are registries."""
 
 from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
 from metaprune.pruningnet.checkpoint import PRUNINGNET_FILE, load_pruningnet, save_pruningnet
