@@ -7,6 +7,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import WidthScorer
+
+from metaprune import create_space
+from metaprune.search import SearchConfig, default_costs, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT.parent / "shared" / "benchmarks" / "channel-bench-macro" / "Results_MobileNet.json"
@@ -18,16 +22,36 @@ FAST = ["train.max_steps_per_epoch=2", "train.progress=false", "retrain.latency_
 FAST += ["data.fake_test_size=16", "data.search_size=16", "train.batch_size=8"]
 
 
+def search_run(space, out: Path) -> Path:
+    """A (width-scored) search run of ``space`` with a winner at 0.5 of the FLOPs."""
+    cfg = SearchConfig(
+        population=8,
+        generations=2,
+        parents=3,
+        mutation_children=2,
+        crossover_children=2,
+        targets=[0.5],
+        tensorboard=False,
+    )
+    run_search(space, WidthScorer(), default_costs(space), cfg, out)
+    return out
+
+
 def test_finetune_and_peer_steps_run_and_resume(tmp_path, caplog):
     peer = importlib.util.find_spec("torch_pruning") is not None
+    space = create_space("resnet20", width_mult=0.25, input_size=12, num_classes=10)
+    search = search_run(space, tmp_path / "search")
     argv = ["--data", "fake", "--out-root", str(tmp_path), "--finetune-model", "resnet20"]
+    argv += ["--finetune-search-run", str(search)]
     argv += ["--steps", "full", "finetune", *(["peer"] if peer else [])]
     argv += ["--criteria", "l1", "fisher", "--option", "fisher.batches=1", "--kd"]
     argv += ["--full-epochs", "1", "--finetune-epochs", "1", "--batch-size", "8", "--set"]
     argv += [*FAST, "model.width_mult=0.25", "data.image_size=12", "data.fake_size=64"]
     out = bench_prune.main(argv)
     methods = [r["criterion"] for r in out["finetune"]]
-    assert methods[:3] == ["l1", "fisher", "uniform (l1)"] and len(methods) == 3 + peer
+    assert methods[0] == "MetaPruning winner (from scratch)"
+    assert methods[1:5] == ["l1", "fisher", "uniform (l1)", "winner widths (l1)"]
+    assert len(methods) == 5 + peer
     assert all(r["flops_ratio"] <= 0.5 for r in out["finetune"])
     assert "| fisher |" in (tmp_path / "cifar10" / "prune.md").read_text()
     caplog.clear()

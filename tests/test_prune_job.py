@@ -90,3 +90,21 @@ def test_bad_prune_inputs_are_named_errors(tmp_path):
     torch.save({"weights": [1, 2]}, tmp_path / "junk.pt")
     with pytest.raises(PruneInputError, match="holds no state dict"):
         load_source(tmp_path / "junk.pt", space)
+
+
+def test_widths_from_a_config_file_keep_its_widths(tmp_path):
+    from metaprune.prune import PruneConfig, prune_network
+
+    space = tiny_space()
+    winner = space.config([(i * 7) % len(space.ratios) for i in range(len(space))])
+    (tmp_path / "winner.json").write_text(winner.to_json())
+    model = build_pruned(space, space.max()).eval()
+    batches = iter([(torch.randn(4, 3, 12, 12), torch.randint(10, (4,)))] * 2)
+    cfg = PruneConfig(criterion="l1", widths=str(tmp_path / "winner.json"))
+    config, state, _ = prune_network(model, space, cfg, batches)
+    assert config == winner
+    build_pruned(space, config).load_state_dict(state, strict=True)
+    other = build_space({"name": "resnet20", "width_mult": 0.5}, None, (3, 12, 12), 10)
+    (tmp_path / "other.json").write_text(other.max().to_json())
+    with pytest.raises(PruneInputError, match=r"prune\.widths: .*other\.json"):
+        prune_network(model, space, PruneConfig(widths=str(tmp_path / "other.json")), batches)

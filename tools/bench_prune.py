@@ -10,10 +10,13 @@ step made from other inputs is refused, naming them):
 * ``allocate``: each criterion's global allocation on the trained CBM MobileNet at every
   ``--targets`` share of the full FLOPs, on the benchmark's width choices, looked up in the
   Channel-Bench-Macro results: stand-alone accuracy and percentile among the networks within the
-  same FLOPs, beside the uniform network and the benchmark's best (``allocate.md``);
+  same FLOPs, beside the uniform network, the benchmark's best and, with ``--alloc-search-run``,
+  MetaPruning's winner;
 * ``finetune``: each criterion prunes the trained ResNet-56 to ``--finetune-target`` of its FLOPs
   and fine-tunes ``--finetune-epochs`` epochs (``retrain`` recipe, ``--kd`` distillation from the
-  unpruned network), beside the L1-pruned uniform network with the same budget;
+  unpruned network), beside the L1-pruned uniform network with the same budget and, with
+  ``--finetune-search-run``, MetaPruning's winner retrained from scratch for as many epochs and
+  L1-pruned at the winner's widths;
 * ``peer``: Torch-Pruning's magnitude pruner (``torch-pruning``, optional: skipped with a note
   when it is not installed) at the same FLOPs, fine-tuned by the same engine and recipe.
 
@@ -54,7 +57,7 @@ from metaprune.prune import (
     prune,
 )
 from metaprune.prune.job import stream
-from metaprune.retrain import retrain
+from metaprune.retrain import RetrainConfig, resolve_config, retrain
 from metaprune.schema import load_config
 from metaprune.space import ChannelConfig, ChannelSpace
 
@@ -76,6 +79,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--finetune-model", default="resnet56")
     ap.add_argument("--targets", nargs="+", type=float, default=[0.25, 0.5, 0.75])
     ap.add_argument("--finetune-target", type=float, default=0.5)
+    ap.add_argument("--alloc-search-run", help="a search run of --alloc-model: its winners")
+    ap.add_argument("--finetune-search-run", help="a search run of --finetune-model: its winner")
     ap.add_argument("--full-epochs", type=int, default=30, help="full-width training epochs")
     ap.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs")
     ap.add_argument("--kd", action="store_true", help="fine-tune distilling from the unpruned")
@@ -195,7 +200,15 @@ def allocate_step(
         rows.append({"criterion": "uniform", "target": t, **judge(uniform_under(space, budget), t)})
         best = key_config(space, best_within(results, flops_limit(results, space, t)))
         rows.append({"criterion": "benchmark best", "target": t, **judge(best, t)})
+        if args.alloc_search_run:
+            winner = search_winner(args.alloc_search_run, t, space)
+            rows.append({"criterion": "MetaPruning winner", "target": t, **judge(winner, t)})
     return rows
+
+
+def search_winner(run_dir: str, target: float, space: ChannelSpace) -> ChannelConfig:
+    """The winner of a search run at ``target`` (or its best scored config under that bound)."""
+    return resolve_config(RetrainConfig(from_search=run_dir, target=target), space)
 
 
 def finetune_step(
@@ -215,6 +228,12 @@ def finetune_step(
     }
     runs["uniform (l1)"] = {"criterion": "l1", "widths": float(uniform.ratios()[0])}
     rows = []
+    if args.finetune_search_run:
+        winner = search_winner(args.finetune_search_run, args.finetune_target, space)
+        steps.root.mkdir(parents=True, exist_ok=True)
+        (steps.root / "winner.json").write_text(winner.to_json())
+        runs["winner widths (l1)"] = {"criterion": "l1", "widths": str(steps.root / "winner.json")}
+        rows.append(scratch_step(steps, args, cfg, winner))
     for label, block in runs.items():
         pcfg = PruneConfig(
             source=full["dir"], batch_size=args.batch_size, seed=args.seed, kd=args.kd, **block
@@ -240,6 +259,26 @@ def finetune_step(
         }
         rows.append(steps.run(f"finetune/{out.name}", identity, compute))
     return rows
+
+
+def scratch_step(
+    steps: Steps, args: argparse.Namespace, cfg: Any, winner: ChannelConfig
+) -> dict[str, Any]:
+    """MetaPruning's way: the search's winner retrained from scratch, ``--finetune-epochs``."""
+    run_cfg = OmegaConf.merge(cfg, {"retrain": {"epochs": args.finetune_epochs}})
+    out = steps.root / "finetune" / "metapruning_scratch"
+
+    def compute() -> dict[str, Any]:
+        r = retrain(run_cfg, out, winner)
+        return {
+            "criterion": "MetaPruning winner (from scratch)",
+            "flops_ratio": r["flops_ratio"],
+            "test_accuracy": r["test_accuracy"],
+            "dir": str(out),
+        }
+
+    identity = {"winner": winner.to_dict(), "run": OmegaConf.to_container(run_cfg, resolve=True)}
+    return steps.run("finetune/metapruning_scratch", identity, compute)
 
 
 def tp_widths(model: torch.nn.Module, space: ChannelSpace) -> dict[str, int]:

@@ -92,11 +92,6 @@ def prune_state(
     return out
 
 
-def keep_widths(keep: Keep) -> dict[str, int]:
-    """Gene -> how many channels ``keep`` keeps."""
-    return {g: len(k) for g, k in keep.items()}
-
-
 @contextlib.contextmanager
 def gene_masks(
     model: nn.Module, space: ChannelSpace, masks: Mapping[str, torch.Tensor]

@@ -10,7 +10,7 @@ fine-tunes it with the retrain engine (:func:`~metaprune.retrain.retrain`: the `
 group's recipe, ``retrain.kd`` distillation, here from the unpruned network with ``prune.kd``).
 
 The run directory holds ``start.pt`` (the pruned network before fine-tuning, with what it was
-made from), ``prune.json`` (criterion, widths, costs, accuracy-free summary), ``unpruned.pt``
+made from), ``prune.json`` (the criterion, the widths and kept channels, the cost ratios), ``unpruned.pt``
 (the teacher, with ``prune.kd``) and everything ``retrain`` writes (``result.json``, ``export/``,
 checkpoints, ``tb/``).  ``start.pt`` is reused when its inputs are this run's, so a resumed
 fine-tune does not score again; the fine-tune's identity is the retrain identity with ``init``

@@ -15,6 +15,7 @@ paper prunes one channel at a time and fine-tunes between; here it is done once.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,10 @@ from metaprune.space import ChannelSpace
 
 
 def mask_gradients(
-    model: nn.Module, space: ChannelSpace, x: torch.Tensor, outputs
+    model: nn.Module,
+    space: ChannelSpace,
+    x: torch.Tensor,
+    outputs: Callable[[torch.Tensor], Sequence[torch.Tensor]],
 ) -> list[dict[str, torch.Tensor]]:
     """Per-sample gradients ``(N, C)`` of each scalar ``outputs(logits)`` returns with respect
     to every gene's channel masks (all ones): one dict a scalar."""

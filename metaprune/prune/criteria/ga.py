@@ -73,7 +73,17 @@ class GA(Criterion):
             out[gene.name] = torch.tensor(best, dtype=torch.float32) + 0.5 * share
         return out
 
-    def _search(self, model, space, gene, size, k, calib, ref, rng):
+    def _search(
+        self,
+        model: nn.Module,
+        space: ChannelSpace,
+        gene: str,
+        size: int,
+        k: int,
+        calib: list[tuple[torch.Tensor, torch.Tensor]],
+        ref: torch.Tensor,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(winner mask, final elite masks) of the GA over ``k``-of-``size`` masks of ``gene``."""
 
         def masked(mask: np.ndarray, x: torch.Tensor) -> torch.Tensor:
