@@ -3,6 +3,8 @@
 The defaults are the paper's: a population of 50 evolved for 20 generations, the top 10 as
 parents, 25 children by mutation (each gene redrawn with probability 0.1), 25 by uniform
 crossover, the rest drawn at random; candidates violating a constraint are rejected and redrawn.
+Beyond the paper: the other strategies' settings (``rl``) and the GA's surrogate screening
+(``surrogate*``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from metaprune.groups import to_dataclass
 from metaprune.search.constraints import check_bound_syntax
 
 COSTS = ("flops", "params", "latency")
+LATER_OPTIONS = ("rl", "surrogate", "surrogate_pool", "surrogate_scored")
+"""Search options added after searches were stored: in :meth:`SearchConfig.to_dict` (and so
+in identities) only when not at their defaults."""
 
 
 @dataclass
@@ -81,12 +86,32 @@ class ScorerConfig:
 
 
 @dataclass
+class RLConfig:
+    """``search.algorithm=rl``: the LSTM controller and its REINFORCE training
+    (``strategies/rl.py``)."""
+
+    lr: float = 0.03
+    """Adam learning rate of the controller."""
+    entropy_weight: float = 0.05
+    """Weight of the entropy bonus (mean per-sample entropy of the emitted choices)."""
+    baseline_decay: float = 0.7
+    """Decay of the moving averages of the reward (the baseline) and of the squared advantage
+    (its scale): ``avg = decay * avg + (1 - decay) * batch mean``."""
+    hidden: int = 64
+    """Hidden size of the LSTM cell (and of the choice embeddings)."""
+    gene_features: bool = True
+    """Feed the scorer's per-gene feature vectors (``gene_features()``, when it offers them,
+    e.g. a graph-encoded PruningNet's node embeddings) into the controller's input."""
+
+
+@dataclass
 class SearchConfig:
     """The ``search`` config group: algorithm, evolution sizes, constraints, targets, outputs."""
 
     algorithm: str = "ga"
     """A registered strategy (``metaprune.search.strategies``): ``ga`` (the paper's constrained
-    evolution) or ``nsga2`` (Pareto front, DEAP NSGA-II)."""
+    evolution), ``nsga2`` (Pareto front, DEAP NSGA-II), ``random`` (random search, the GA's
+    budget) or ``rl`` (an LSTM controller trained by REINFORCE)."""
     population: int = 50
     """Candidates per generation."""
     generations: int = 20
@@ -125,6 +150,17 @@ class SearchConfig:
     """Write TensorBoard scalars (best, mean, front size) per generation."""
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     """Settings of the proxy scorer."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    """``rl``: the controller's settings."""
+    surrogate: str | None = None
+    """``ga``: a registered surrogate (``ridge``) that ranks a pool of children so only the
+    most promising are scored (``strategies/surrogate.py``); null = the paper's GA."""
+    surrogate_pool: int = 4
+    """With a surrogate: a generation after the first draws this many times ``population``
+    children (each meeting the bounds, none seen before) for the surrogate to rank."""
+    surrogate_scored: int | None = None
+    """With a surrogate: the pool's top candidates by prediction scored per generation after
+    the first (null = ``population``); generation 0 scores ``population`` random candidates."""
 
     def validate(self) -> SearchConfig:
         """Check value ranges; raises ``ValueError`` naming the bad field."""
@@ -154,6 +190,7 @@ class SearchConfig:
             check_bound_syntax(self.cost, target, f"search.targets[{i}]={target!r}")
         for name, spec in self.constraints.items():
             check_bound_syntax(name, spec, f"search.constraints.{name}={spec!r}")
+        self._validate_strategy_options()
         s = self.scorer
         if s.resident_mb < 0:
             raise ValueError(f"search.scorer.resident_mb must be >= 0, got {s.resident_mb}")
@@ -171,8 +208,47 @@ class SearchConfig:
                 raise ValueError(f"search.scorer.{name} must be >= 1, got {getattr(s, name)}")
         return self
 
+    def _validate_strategy_options(self) -> None:
+        from metaprune.search.strategies.surrogate import SURROGATES
+
+        r = self.rl
+        if not r.lr > 0.0:
+            raise ValueError(f"search.rl.lr must be > 0, got {r.lr}")
+        if r.entropy_weight < 0.0:
+            raise ValueError(f"search.rl.entropy_weight must be >= 0, got {r.entropy_weight}")
+        if not 0.0 <= r.baseline_decay < 1.0:
+            raise ValueError(f"search.rl.baseline_decay must be in [0, 1), got {r.baseline_decay}")
+        if r.hidden < 1:
+            raise ValueError(f"search.rl.hidden must be >= 1, got {r.hidden}")
+        if self.surrogate is None:
+            return
+        if self.surrogate not in SURROGATES:
+            raise ValueError(
+                f"search.surrogate={self.surrogate!r}; choose one of {sorted(SURROGATES)} or null"
+            )
+        if self.algorithm != "ga":
+            raise ValueError(
+                f"search.surrogate works with search.algorithm=ga, got {self.algorithm!r}"
+            )
+        if self.surrogate_pool < 1:
+            raise ValueError(f"search.surrogate_pool must be >= 1, got {self.surrogate_pool}")
+        n = self.surrogate_scored
+        if n is not None and not 1 <= n <= self.population * self.surrogate_pool:
+            raise ValueError(
+                f"search.surrogate_scored must be in [1, population x surrogate_pool = "
+                f"{self.population * self.surrogate_pool}], got {n}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as plain values.  The options of :data:`LATER_OPTIONS` are left out
+        while at their defaults, so the identity of a search (and of a benchmark step) made
+        before they existed is unchanged; left out, they read back as their defaults."""
+        d = asdict(self)
+        default = asdict(SearchConfig())
+        for name in LATER_OPTIONS:
+            if d[name] == default[name]:
+                del d[name]
+        return d
 
     @classmethod
     def from_any(cls, cfg: SearchConfig | Mapping[str, Any] | DictConfig | None) -> SearchConfig:

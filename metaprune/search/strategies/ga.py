@@ -9,22 +9,30 @@ paper's reference implementation, so 50 x 20 generations visit 1,000 distinct ne
 
 Beyond the paper: with ``targets`` the GA runs once per target (a bound on the primary cost
 added to the constraints), every stage sharing the engine's score cache; a racing scorer's
-candidates race against the leaders of each stage they meet.
+candidates race against the leaders of each stage they meet (:class:`TargetStages`, which the
+random search and the RL controller share).  With ``surrogate`` a regressor screens a pool of
+children and only the most promising are scored (:mod:`.surrogate`); without it (the default)
+this is the GA above, unchanged.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from deap import tools
 
 from metaprune.search.scoring.racing import Rivalry
-from metaprune.search.strategies.base import Genes, Stage
+from metaprune.search.strategies.base import Genes, Stage, Strategy
 from metaprune.search.strategies.evolutionary import EvolutionaryStrategy
+from metaprune.search.strategies.surrogate import Screen
+
+if TYPE_CHECKING:
+    from metaprune.search.evolution import Evolution
 
 
-class GeneticAlgorithm(EvolutionaryStrategy):
-    """``search.algorithm=ga``: top-k parents, one stage per target."""
-
-    name = "ga"
+class TargetStages(Strategy):
+    """One stage per target (its bound on the primary cost added to the constraints), or one
+    under the constraints without targets; candidates race against each stage's leaders."""
 
     def stages(self) -> list[Stage]:
         eng = self.engine
@@ -40,10 +48,27 @@ class GeneticAlgorithm(EvolutionaryStrategy):
         groups = [st.bounds for st in stages]
         return Rivalry(self.engine.constraints.costs, groups, self.front_costs())
 
+
+class GeneticAlgorithm(TargetStages, EvolutionaryStrategy):
+    """``search.algorithm=ga``: top-k parents, one stage per target, optionally screened by a
+    surrogate."""
+
+    name = "ga"
+
+    def __init__(self, engine: Evolution) -> None:
+        super().__init__(engine)
+        self.screen = Screen(engine) if self.cfg.surrogate else None
+
     def offspring(self, stage: Stage) -> list[Genes]:
         eng = self.engine
         seen = [r for r in eng.rows if tuple(r["widths"]) in eng.visited]
         inds = self.individuals([r["genes"] for r in seen])
         parents = tools.selBest(inds, min(self.cfg.parents, len(inds)))
         pick = lambda: list(parents[int(eng.rng.integers(len(parents)))])  # noqa: E731
-        return self.children(pick, stage, len(parents))
+        make = lambda: self.children(pick, stage, len(parents))  # noqa: E731
+        return make() if self.screen is None else self.screen.select(make)
+
+    def survivors(self, kids: list[Genes]) -> list[Genes]:
+        if self.screen is not None:
+            self.screen.report(kids)
+        return kids
