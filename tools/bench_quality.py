@@ -6,8 +6,9 @@ benchmark's stand-alone accuracy (:mod:`metaprune.benchmarks.oracle` and
 order, each resumable and skipped when done (outputs under ``<out-root>/<name>/``; a step made
 from other inputs is refused, naming them):
 
-* ``oracle``: the paper's GA and random search (same budget) scored by the benchmark at each
-  FLOPs target, ``--oracle-seeds`` seeds each (``oracle.md``, ``oracle.png``); needs no data,
+* ``oracle``: the paper's GA and random search (same budget; ``--oracle-algorithms`` adds the
+  RL controller and the GA with a surrogate) scored by the benchmark at each FLOPs target,
+  ``--oracle-seeds`` seeds each (``oracle.md``, ``oracle.png``); needs no data,
 * ``train``: a PruningNet with the project's ``train`` on ``--data-root`` (CIFAR-10, JPEG q75),
 * ``proxy``: ``--configs`` random networks and the uniform ones scored by the search's proxy
   scorer (racing off); Kendall tau / Spearman rho against the benchmark (``proxy.md``,
@@ -33,7 +34,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from metaprune.benchmarks import BenchmarkResults, load_results
-from metaprune.benchmarks.oracle import oracle_markdown, oracle_step
+from metaprune.benchmarks.oracle import (
+    DEFAULT_STRATEGIES,
+    oracle_markdown,
+    oracle_step,
+    strategy_overrides,
+)
 from metaprune.benchmarks.quality import (
     ProxyBench,
     correlation_markdown,
@@ -67,6 +73,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--oracle-seeds", type=int, default=10)
     ap.add_argument("--oracle-population", type=int, default=50, help="paper: 50")
     ap.add_argument("--oracle-generations", type=int, default=20, help="paper: 20")
+    ap.add_argument(
+        "--oracle-algorithms",
+        nargs="+",
+        default=list(DEFAULT_STRATEGIES),
+        choices=list(strategy_overrides(1)),
+        help="strategies the oracle step compares (ga+surrogate: the GA scoring a fifth)",
+    )
     ap.add_argument("--epochs", type=int, default=2, help="PruningNet epochs (CPU budget)")
     ap.add_argument("--configs", type=int, default=200, help="random networks the proxy scores")
     ap.add_argument("--knob-configs", type=int, default=30, help="networks per knob setting")
@@ -122,7 +135,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         evo = evolution(args.oracle_population, args.oracle_generations)
         scfg = SearchConfig(**evo, tensorboard=False)
         out["oracle"] = oracle_step(
-            steps, space, results, results_id, args.targets, args.oracle_seeds, scfg
+            steps,
+            space,
+            results,
+            results_id,
+            args.targets,
+            args.oracle_seeds,
+            scfg,
+            args.oracle_algorithms,
         )
         print(f"## Oracle search ({steps.root / 'oracle.png'})\n\n{oracle_markdown(out['oracle'])}")
     later = [s for s in STEPS[1:] if s in args.steps]

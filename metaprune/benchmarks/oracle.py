@@ -3,11 +3,13 @@
 MetaPruning's search (Liu et al., ICCV 2019, sec. 3.3: the GA, 50 x 20 generations under a FLOPs
 bound) is run here with the :class:`~metaprune.benchmarks.scorer.BenchmarkScorer` (each
 network's stand-alone accuracy, the mean of the file's seeds) in place of the PruningNet proxy,
-beside random search (``search.algorithm=random``) with the same budget, for several seeds at
-each FLOPs target (a fraction of the largest network's FLOPs).  Per run it records, by number
-of scored configs (the search's uniform-width baselines included, as the scorer sees them):
-the best feasible accuracy found so far, when the best feasible network of the file was found
-and when a network in the top 0.1 % of the feasible ones was.  The paper reports none of this.
+beside other strategies (:func:`strategy_overrides`: random search and the RL controller with
+the same budget, the GA with a surrogate scoring a fifth of it), for several seeds at each FLOPs
+target (a fraction of the largest network's FLOPs).  Per run it records, by number of scored
+configs (the search's uniform-width baselines included, as the scorer sees them): the best
+feasible accuracy found so far, when the best feasible network of the file was found and when a
+network in the top 0.1 % of the feasible ones was; the summary adds when each run first matched
+the paper GA's median final winner.  The paper reports none of this.
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ from metaprune.io import atomic_write_text
 from metaprune.search import SearchConfig, default_costs, run_search
 from metaprune.space import ChannelSpace
 
-ALGORITHMS = ("ga", "random")
+DEFAULT_STRATEGIES = ("ga", "random")
 """The paper's GA and random search with the same budget."""
+SURROGATE_SHARE = 5
+"""The GA with a surrogate scores ``population // SURROGATE_SHARE`` candidates a generation
+after the first (a fifth: with the ``population`` of generation 0, under a quarter of the GA's
+budget at the paper's 50 x 20)."""
 TOP_SHARE = 0.001
 """The top share of feasible networks (0.1 %) a search is timed to reach."""
 
@@ -44,6 +50,21 @@ def feasible_means(results: BenchmarkResults, space: ChannelSpace, target: float
     keys = list(results.configs(space))
     idx = np.array([results.row[k] for k in keys], dtype=np.int64)
     return results.mean[idx][results.flops[idx] <= flops_limit(results, space, target)]
+
+
+def strategy_overrides(population: int) -> dict[str, dict[str, Any]]:
+    """The strategies the oracle step compares, by label: their ``SearchConfig`` overrides
+    (``population`` is the search's, which the surrogate's scored share follows)."""
+    return {
+        "ga": {"algorithm": "ga"},
+        "random": {"algorithm": "random"},
+        "rl": {"algorithm": "rl"},
+        "ga+surrogate": {
+            "algorithm": "ga",
+            "surrogate": "ridge",
+            "surrogate_scored": max(1, population // SURROGATE_SHARE),
+        },
+    }
 
 
 def oracle_run(
@@ -102,29 +123,44 @@ def oracle_step(
     targets: Sequence[float],
     seeds: int,
     search: SearchConfig,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
 ) -> dict[str, Any]:
-    """Every (target, algorithm, seed) search as a resumable sub-step ``oracle/<algo>_<t>_s<seed>``,
-    then the summary (step ``oracle``), ``oracle.md`` and ``oracle.png`` under ``steps.root``.
-    ``results_id`` identifies the results file (its path and content hash)."""
+    """Every (target, strategy, seed) search as a resumable sub-step
+    ``oracle/<label>_<t>_s<seed>`` (``strategies``: labels of :func:`strategy_overrides`), then
+    the summary (recomputed from the stored runs: milliseconds), ``oracle.md`` and
+    ``oracle.png`` under ``steps.root``.  ``results_id`` identifies the results file (its path
+    and content hash)."""
+    overrides = strategy_overrides(search.population)
+    unknown = [s for s in strategies if s not in overrides]
+    if unknown or not strategies:
+        raise ValueError(f"oracle strategies {unknown}: choose among {list(overrides)}")
     scorer = BenchmarkScorer(space, results)
     base = {"results": dict(results_id), "space": space.describe()}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for t in targets:
-        for algo in ALGORITHMS:
+        for label in dict.fromkeys(strategies):
             for seed in range(seeds):
-                cfg = replace(search, algorithm=algo, seed=seed, targets=[t], tensorboard=False)
+                over = overrides[label]
+                cfg = replace(search, **over, seed=seed, targets=[t], tensorboard=False)
                 ident = {**base, "target": t, "search": cfg.to_dict()}
                 res = steps.run(
-                    f"oracle/{algo}_{t:g}_s{seed}",
+                    f"oracle/{label}_{t:g}_s{seed}",
                     ident,
                     lambda cfg=cfg, t=t: oracle_run(space, scorer, cfg, t),
                 )
-                runs.setdefault(f"{t:g}", {}).setdefault(algo, []).append(res)
-    ident = {**base, "targets": list(targets), "seeds": seeds, "search": search.to_dict()}
-    summary = steps.run("oracle", ident, lambda: summarize(results, space, targets, runs))
+                runs.setdefault(f"{t:g}", {}).setdefault(label, []).append(res)
+    summary = summarize(results, space, targets, runs)
     atomic_write_text(steps.root / "oracle.md", oracle_markdown(summary))
     save_figure(oracle_figure(summary, runs), steps.root / "oracle.png")
     return summary
+
+
+def reached(trace: Sequence[float | None], level: float) -> int | None:
+    """Scored configs until the best found first reaches ``level`` (``None``: never)."""
+    for i, v in enumerate(trace, start=1):
+        if v is not None and v >= level:
+            return i
+    return None
 
 
 def _spread(values: Sequence[int | None], budget: int) -> dict[str, Any]:
@@ -146,23 +182,29 @@ def summarize(
     targets: Sequence[float],
     runs: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
 ) -> dict[str, Any]:
-    """Per target and algorithm: evaluations to the best feasible network and to the top 0.1 %,
-    the winners' accuracy and percentile; per target the best feasible network."""
+    """Per target and strategy: evaluations to the best feasible network, to the top 0.1 % and
+    (with ``ga`` among the strategies) to the GA's median final winner accuracy, the winners'
+    accuracy and percentile; per target the best feasible network."""
     out: dict[str, Any] = {"targets": []}
     for t in targets:
         feasible = feasible_means(results, space, t)
+        by = runs[f"{t:g}"]
+        ga_win = float(np.median([r["winner_acc"] for r in by["ga"]])) if "ga" in by else None
         row: dict[str, Any] = {
             "target": t,
             "feasible": int(feasible.size),
             "best_acc": float(feasible.max()),
+            "ga_winner_acc": ga_win,
             "algorithms": {},
         }
-        for algo, rs in runs[f"{t:g}"].items():
+        for algo, rs in by.items():
             budget = max(r["evaluations"] for r in rs)
+            to_ga = None if ga_win is None else [reached(r["trace"], ga_win) for r in rs]
             row["algorithms"][algo] = {
                 "budget": budget,
                 "to_best": _spread([r["to_best"] for r in rs], budget),
                 "to_top": _spread([r["to_top"] for r in rs], budget),
+                "to_ga_winner": None if to_ga is None else _spread(to_ga, budget),
                 "winner_acc_mean": float(np.mean([r["winner_acc"] for r in rs])),
                 "winner_acc_min": float(np.min([r["winner_acc"] for r in rs])),
                 "winner_percentile_max": float(max(r["winner_percentile"] for r in rs)),
@@ -182,16 +224,19 @@ def oracle_markdown(summary: Mapping[str, Any]) -> str:
     """The summary as a Markdown table."""
     lines = [
         "| FLOPs target | feasible nets | best feasible (%) | search | budget | evaluations to "
-        "the best: median [min, max] (seeds reaching) | evaluations to the top 0.1 % | winner "
-        "mean acc. (%) (worst) | worst winner percentile (%) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "the best: median [min, max] (seeds reaching) | evaluations to the top 0.1 % | "
+        "evaluations to the GA's median winner | winner mean acc. (%) (worst) | worst winner "
+        "percentile (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["targets"]:
+        ga = "-" if row["ga_winner_acc"] is None else f"{row['ga_winner_acc']:.2f}"
         for algo, a in row["algorithms"].items():
+            to_ga = "-" if a["to_ga_winner"] is None else _cell(a["to_ga_winner"])
             lines.append(
                 f"| <= {row['target']:.0%} | {row['feasible']} | {row['best_acc']:.2f} | {algo} | "
                 f"{a['budget']} | {_cell(a['to_best'])} | {_cell(a['to_top'])} | "
-                f"{a['winner_acc_mean']:.2f} ({a['winner_acc_min']:.2f}) | "
+                f"{to_ga} (GA: {ga}) | {a['winner_acc_mean']:.2f} ({a['winner_acc_min']:.2f}) | "
                 f"{a['winner_percentile_max']:.2f} |"
             )
     return "\n".join(lines) + "\n"
@@ -200,8 +245,9 @@ def oracle_markdown(summary: Mapping[str, Any]) -> str:
 def oracle_figure(
     summary: Mapping[str, Any], runs: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]
 ) -> Any:
-    """Best feasible accuracy found against scored configs: mean over seeds and min-max band,
-    one panel per target, the best feasible network dashed."""
+    """Best feasible accuracy found against scored configs: mean over seeds and min-max band
+    per strategy, one panel per target, the best feasible network dashed, the GA's median
+    winner dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,6 +268,8 @@ def oracle_figure(
             ax.plot(x[ok], tr[:, ok].mean(axis=0), label=f"{algo} (mean of {len(rs)} seeds)")
             ax.fill_between(x[ok], tr[:, ok].min(axis=0), tr[:, ok].max(axis=0), alpha=0.2)
         ax.axhline(row["best_acc"], ls="--", c="k", lw=0.8, label="best feasible")
+        if row["ga_winner_acc"] is not None:
+            ax.axhline(row["ga_winner_acc"], ls=":", c="0.4", lw=0.8, label="GA's median winner")
         ax.set_xscale("log")
         ax.set_title(f"FLOPs <= {row['target']:.0%} of max ({row['feasible']} networks)")
         ax.set_xlabel("scored configs")
