@@ -83,6 +83,16 @@ _COMMANDS: dict[str, Callable[[DictConfig], None]] = {
 }
 
 
+def _check_prune(cfg: DictConfig) -> None:
+    from metaprune.prune import PruneConfig
+
+    PruneConfig.from_any(cfg.prune).require_size()
+
+
+_START_CHECKS: dict[str, Callable[[DictConfig], None]] = {"prune": _check_prune}
+"""Checks a command needs beyond :func:`check_config`, run before its lock is taken."""
+
+
 def _checked(cmd: str) -> Callable[[DictConfig], None]:
     """Command ``cmd`` after the start-up checks of every config group (:func:`check_config`)."""
 
@@ -113,6 +123,7 @@ def _run(cmd: str, overrides: list[str]) -> None:
     with contextlib.ExitStack() as stack:
         try:
             cfg = load_config(overrides)
+            _START_CHECKS.get(cmd, lambda c: None)(cfg)
             stack.enter_context(run_lock(cfg.run_dir, f"metaprune {cmd}"))
         except (HydraException, OmegaConfBaseException, ValueError, RunLockedError) as e:
             print(f"metaprune {cmd}: error: {e}", file=sys.stderr)

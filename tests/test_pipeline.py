@@ -224,7 +224,7 @@ def test_cli_help_and_unknown_command() -> None:
     cmd = [sys.executable, "-m", "metaprune.cli"]
     out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, env=env, check=True)
     assert "pipeline" in out.stdout
-    bad = subprocess.run([*cmd, "prune"], capture_output=True, text=True, env=env)
+    bad = subprocess.run([*cmd, "frobnicate"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "unknown command" in bad.stderr
 
 

@@ -108,3 +108,11 @@ def test_widths_from_a_config_file_keep_its_widths(tmp_path):
     (tmp_path / "other.json").write_text(other.max().to_json())
     with pytest.raises(PruneInputError, match=r"prune\.widths: .*other\.json"):
         prune_network(model, space, PruneConfig(widths=str(tmp_path / "other.json")), batches)
+
+
+def test_prune_command_without_a_source_fails_at_start(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", *TINY, f"run_dir={tmp_path}", "prune.target=0.5"])
+    assert exc.value.code == 2 and "prune.from is unset" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
