@@ -97,6 +97,23 @@ def test_options_in_an_identity_only_when_on():
     assert composed.distill == "none" and composed.distill_mode == "logits"
 
 
+def test_quality_benchmark_recipes_tell_the_options_apart():
+    """``bench_quality --set ...`` runs of each option are distinct recipes; the default's is
+    unchanged (no ``distill`` keys, the ``pruningnet`` group as before)."""
+    from metaprune.benchmarks.quality import recipe
+
+    paper = recipe(load_config(["model=cbm_mobilenet"]))
+    assert not any(k.startswith("distill") for k in paper["train"])
+    assert paper["pruningnet"] == {"hidden": 32, "encoding": "layer", "bn_affine": False}
+    variants = [
+        ["train.distill=fullnet", "train.distill_mode=logits"],
+        ["train.distill=fullnet", "train.distill_mode=stagewise"],
+        ["pruningnet=graph"],
+    ]
+    recipes = [paper] + [recipe(load_config(["model=cbm_mobilenet", *v])) for v in variants]
+    assert len({json.dumps(r, sort_keys=True) for r in recipes}) == len(recipes)
+
+
 def test_bad_options_are_named():
     with pytest.raises(ConfigError, match=r"train\.distill_mode 'nope'"):
         load_config(["train.distill=fullnet", "train.distill_mode=nope"])
