@@ -126,6 +126,32 @@ def _must_not_run(*a, **k):
     raise AssertionError("a finished step ran again")
 
 
+def test_oracle_step_compares_the_strategies(tool, results_file, tmp_path):
+    """rl and ga+surrogate beside the GA: their runs, their rows in oracle.md, the GA's
+    median winner as every strategy's yardstick; the surrogate scores a fifth per generation."""
+    out = tool.main(
+        [
+            *("--results", str(results_file), "--out-root", str(tmp_path), "--steps", "oracle"),
+            *("--targets", "0.5", "--oracle-seeds", "2", "--oracle-generations", "3"),
+            *("--oracle-population", "10", "--set", CHOICES, "--name", "strategies"),
+            *("--oracle-algorithms", "ga", "rl", "ga+surrogate"),
+        ]
+    )["oracle"]
+    root = tmp_path / "strategies"
+    (row,) = out["targets"]
+    assert list(row["algorithms"]) == ["ga", "rl", "ga+surrogate"]
+    assert (root / "oracle.md").read_text().count("| <= ") == 3
+    ga = [json.loads((root / f"oracle/ga_0.5_s{s}.json").read_text())["result"] for s in (0, 1)]
+    assert row["ga_winner_acc"] == float(np.median([r["winner_acc"] for r in ga]))
+    assert row["algorithms"]["ga"]["to_ga_winner"]["reached"] == 2  # its own winners
+    rl = json.loads((root / "oracle/rl_0.5_s0.json").read_text())["result"]
+    sur = json.loads((root / "oracle/ga+surrogate_0.5_s0.json").read_text())["result"]
+    assert 10 * 3 <= rl["evaluations"] <= 10 * 3 + 2  # the GA's budget (+ the baselines)
+    assert 10 + 2 * 2 <= sur["evaluations"] <= 10 + 2 * 2 + 2  # 10, then 2 (a fifth) a gen
+    with pytest.raises(SystemExit):  # an unknown strategy is refused by the command line
+        tool.parse_args(["--results", "x", "--oracle-algorithms", "bayes"])
+
+
 FAKE = [
     "data.image_size=32",
     "data.fake_size=48",
