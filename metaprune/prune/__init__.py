@@ -18,6 +18,15 @@ distilling from the unpruned network).  The criteria, one a file under :mod:`.cr
 ``ga``         genetic channel selection with a two-step approximate fitness (sources 002 f)
 =============  ==========================================================================
 
+Usage (the full-width network first, then its pruning; criterion options need ``+``)::
+
+    metaprune retrain model=resnet56 data=cifar10 retrain.uniform=1.0
+    metaprune prune model=resnet56 data=cifar10 prune.criterion=fisher prune.target=0.5 \
+        prune.from=outputs/resnet56_cifar10/retrain/uniform1 prune.kd=true retrain.epochs=30 \
+        +prune.options.batches=16
+
+writes ``outputs/resnet56_cifar10/prune/fisher-flops0.5-kd/`` (``result.json``, ``export/``).
+
 One module a job: :mod:`.channels` (where channels live, copying them), :mod:`.criterion` (the
 interface and registry), :mod:`.allocate` (widths), :mod:`.training` (the criteria's sparsity
 training), :mod:`.source` (the network to prune), :mod:`.config` (the ``prune`` block),
