@@ -167,6 +167,10 @@ def test_each_criterion_meets_target_and_is_exact_when_nothing_is_pruned(name):
     config, state, summary = prune_network(trained_like(space), space, cfg, batches())
     assert summary["flops_ratio"] <= 0.5
     build_pruned(space, config).load_state_dict(state, strict=True)
+    for gene, kept in summary["kept"].items():  # every gene keeps its highest-scoring channels
+        s = torch.tensor(summary["scores"][gene])
+        dropped = sorted(set(range(len(s))) - set(kept))
+        assert not dropped or s[kept].min() >= s[dropped].max()
 
 
 def test_l1_keeps_the_planted_large_filters():

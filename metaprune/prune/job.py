@@ -138,6 +138,7 @@ def prune_network(
         "flops_ratio": count_flops(space, config) / count_flops(space, full),
         "params_ratio": count_params(space, config) / count_params(space, full),
         "kept": {g: k.tolist() for g, k in keep.items()},
+        "scores": {g: s.tolist() for g, s in scores.items()},
     }
     return config, state, summary
 
