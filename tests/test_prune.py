@@ -325,3 +325,20 @@ def test_bad_criterion_names_and_options_are_named_errors():
         make_criterion("fisher", {"batchez": 3})
     with pytest.raises(CriterionError, match="fisher"):
         make_criterion("fisher", {"normalise": "speed"})
+
+
+def test_a_latency_target_is_met_by_the_predicted_latency(tmp_path):
+    from test_latency import fake_table
+    from test_latency import tiny_space as latency_space
+
+    from metaprune.cost.latency.predictor import load_latency_model
+
+    space = latency_space("resnet20", choices=(0.25, 0.5, 0.75, 1.0))
+    table = str(fake_table(space).save(tmp_path / "t.json"))
+    model = trained_like(space)
+    cfg = PruneConfig(criterion="l1", target="60%", cost="latency", latency_table=table)
+    config, _, _ = prune_network(model, space, cfg, batches())
+    predict = load_latency_model(table, space).predict
+    assert predict(config) <= 0.6 * predict(space.max()) < predict(space.max())
+    with pytest.raises(ValueError, match="latency_table"):
+        PruneConfig(target="2ms", cost="latency").validate()

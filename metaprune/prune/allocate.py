@@ -29,11 +29,14 @@ from metaprune.cost import cost_model
 from metaprune.prune.channels import Keep, Scores
 from metaprune.space import ChannelConfig, ChannelSpace
 
-COSTS = ("flops", "params", "memory")
+COSTS = ("flops", "params", "memory", "latency")
 
 
-def cost_function(space: ChannelSpace, name: str) -> Callable[[ChannelConfig], float]:
-    """The cost ``name`` (one of :data:`COSTS`) of a config of ``space``."""
+def cost_function(
+    space: ChannelSpace, name: str, latency_table: str | None = None
+) -> Callable[[ChannelConfig], float]:
+    """The cost ``name`` (one of :data:`COSTS`) of a config of ``space``; ``latency`` (ms, the
+    project's table-based predictor) needs ``latency_table``."""
     if name == "flops":
         return cost_model(space).flops
     if name == "params":
@@ -46,6 +49,12 @@ def cost_function(space: ChannelSpace, name: str) -> Callable[[ChannelConfig], f
             return float(sum(resolve(ly.cout, w) * ly.out_hw[0] * ly.out_hw[1] for ly in convs))
 
         return memory
+    if name == "latency":
+        if not latency_table:
+            raise ValueError("a latency cost needs a latency table (metaprune latency build)")
+        from metaprune.cost.latency.predictor import load_latency_model
+
+        return load_latency_model(latency_table, space).predict
     raise ValueError(f"unknown cost {name!r}; choose one of {list(COSTS)}")
 
 
@@ -87,14 +96,15 @@ def allocate(
     space: ChannelSpace,
     scores: Scores,
     budget: float,
-    cost: str = "flops",
+    cost: str | Callable[[ChannelConfig], float] = "flops",
     normalise: str | None = None,
 ) -> ChannelConfig:
-    """The configuration the greedy global ranking reaches at cost ``cost`` <= ``budget``
-    (module docstring); ``normalise`` is the criterion's (None: by threshold).  A budget below
-    the smallest configuration's cost raises ``ValueError`` naming it."""
+    """The configuration the greedy global ranking reaches at ``cost`` (a name of
+    :func:`cost_function` or a function of a config) <= ``budget`` (module docstring);
+    ``normalise`` is the criterion's (None: by threshold).  A budget below the smallest
+    configuration's cost raises ``ValueError`` naming it."""
     check_scores(space, scores)
-    price = cost_function(space, cost)
+    price = cost_function(space, cost) if isinstance(cost, str) else cost
     if price(space.min()) > budget:
         raise ValueError(
             f"prune.target: {cost} {budget:.6g} is below the smallest configuration's "

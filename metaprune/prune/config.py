@@ -4,7 +4,7 @@
 retrain.uniform=1.0`` makes the full-width network), an export directory or ``pruned.pt``, or a
 ``.pt`` state dict of ``build_pruned(space, space.max())``.  Exactly one of ``prune.target``
 (global allocation to a cost target on ``prune.cost``, read like the search's targets: ``0.5`` or
-``'50%'`` of the full network, ``'300M'`` absolute) and ``prune.widths`` (a uniform width ratio,
+``'50%'`` of the full network, ``'300M'`` absolute, ``'2.5ms'`` for a latency) and ``prune.widths`` (a uniform width ratio,
 or a JSON file holding a channel config such as a search winner) says how many channels each gene
 keeps.  The key is ``from`` in the configuration and ``source`` here (``from`` is a Python
 keyword); :data:`DEFAULTS` is the block as it appears in the composed configuration.
@@ -19,7 +19,7 @@ from metaprune.groups import ConfigError, to_dataclass, to_plain
 from metaprune.prune.criterion import make_criterion
 from metaprune.search.constraints import parse_value
 
-TARGET_COSTS = ("flops", "params")
+TARGET_COSTS = ("flops", "params", "latency")
 
 
 @dataclass
@@ -35,7 +35,10 @@ class PruneConfig:
     target: Any = None
     """Allocate widths globally to this cost on ``cost`` (0.5, '50%', '300M')."""
     cost: str = "flops"
-    """The cost ``target`` bounds: ``flops`` or ``params``."""
+    """The cost ``target`` bounds: ``flops``, ``params`` or ``latency`` (with
+    ``latency_table``; a target in ``ms`` or a share, '50%')."""
+    latency_table: str | None = None
+    """The latency table (``metaprune latency build``) a ``latency`` target is predicted with."""
     widths: Any = None
     """Keep the top channels at these widths: a ratio (every gene, nearest choice) or a JSON file
     with a channel config."""
@@ -54,6 +57,8 @@ class PruneConfig:
             raise ConfigError("prune: set one of prune.target and prune.widths, not both")
         if self.cost not in TARGET_COSTS:
             raise ConfigError(f"prune.cost={self.cost!r}; choose one of {list(TARGET_COSTS)}")
+        if self.cost == "latency" and not self.latency_table:
+            raise ConfigError("prune.cost=latency needs prune.latency_table")
         if self.target is not None:
             parse_value(self.cost, self.target, 1.0, "prune.target")
         if isinstance(self.widths, float | int) and not 0 < float(self.widths) <= 1:

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +79,13 @@ def fixed_widths(pcfg: PruneConfig, space: ChannelSpace) -> ChannelConfig:
         raise PruneInputError(f"prune.widths: {e}") from e
 
 
-def target_budget(pcfg: PruneConfig, space: ChannelSpace) -> float:
-    """The absolute cost ``prune.target`` allows."""
+def target_cost(pcfg: PruneConfig, space: ChannelSpace) -> tuple[Callable, float]:
+    """The cost ``prune.cost`` of a config, and the absolute value ``prune.target`` allows."""
     from metaprune.search.constraints import parse_value
 
-    full = cost_function(space, pcfg.cost)(space.max())
-    return float(parse_value(pcfg.cost, pcfg.target, full, "prune.target"))
+    price = cost_function(space, pcfg.cost, pcfg.latency_table)
+    full = price(space.max())
+    return price, float(parse_value(pcfg.cost, pcfg.target, full, "prune.target"))
 
 
 def prune_identity(cfg: DictConfig, pcfg: PruneConfig, source: Path) -> dict[str, Any]:
@@ -100,6 +101,7 @@ def prune_identity(cfg: DictConfig, pcfg: PruneConfig, source: Path) -> dict[str
         "options": dict(pcfg.options),
         "target": pcfg.target,
         "cost": pcfg.cost,
+        "latency_table": file_hash(pcfg.latency_table) if pcfg.latency_table else None,
         "widths": widths,
         "batch_size": pcfg.batch_size,
         "seed": pcfg.seed,
@@ -122,8 +124,8 @@ def prune_network(
     criterion = make_criterion(pcfg.criterion, pcfg.options)
     scores = criterion.score(model, space, batches)
     if pcfg.target is not None:
-        budget = target_budget(pcfg, space)
-        config = allocate(space, scores, budget, pcfg.cost, criterion.normalise)
+        price, budget = target_cost(pcfg, space)
+        config = allocate(space, scores, budget, price, criterion.normalise)
     else:
         config = fixed_widths(pcfg, space)
     keep = keep_for(space, scores, config)
