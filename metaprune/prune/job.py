@@ -39,7 +39,7 @@ from metaprune.data.identity import data_identity
 from metaprune.engine import Runtime, seed_everything
 from metaprune.engine.identity import file_hash
 from metaprune.export import pruned_payload
-from metaprune.io import atomic_write_json, safe_torch_load
+from metaprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from metaprune.models import build_pruned
 from metaprune.prune import criteria  # noqa: F401  (registration)
 from metaprune.prune.allocate import allocate, cost_function, keep_for
@@ -187,14 +187,12 @@ def prune(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         payload = {"identity": identity, "config": config.to_dict(), "summary": summary}
         payload["state_dict"] = {k: v.detach().cpu() for k, v in state.items()}
-        tmp = start_path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, start_path)
+        atomic_torch_save(start_path, payload)
         atomic_write_json(out_dir / SUMMARY_FILE, summary)
         log.info("pruned by %s to %s", pcfg.criterion, config)
     use_teacher = pcfg.kd and not rcfg.kd.teacher
     if rt.is_main and use_teacher and (fresh or not teacher.is_file()):
-        torch.save(pruned_payload(source, space, space.max()), teacher)
+        atomic_torch_save(teacher, pruned_payload(source, space, space.max()))
     rt.barrier()
     stored = safe_torch_load(start_path)
     config = space.from_json(stored["config"])
