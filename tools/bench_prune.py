@@ -24,7 +24,8 @@ Usage: ``python tools/bench_prune.py --results PATH/Results_MobileNet.json --dat
 data/cifar10-jpeg [--steps full allocate finetune peer] [--criteria l1 fisher ...]
 [--full-epochs 30] [--finetune-epochs 5] [--option fisher.batches=16 ...] [--set KEY=VALUE
 ...]`` (``--set`` adds Hydra overrides of the project's config to every run, e.g.
-``train.batch_size=256``).  Tables are printed as Markdown and written to ``prune.md``.
+``train.batch_size=256``; ``--alloc-from`` / ``--finetune-from`` take a finished full-width
+retrain run instead of training one).  Tables are printed as Markdown and written to ``prune.md``.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ from metaprune.benchmarks import best_within, config_key, key_config, load_resul
 from metaprune.benchmarks.oracle import feasible_means, flops_limit
 from metaprune.benchmarks.steps import Steps
 from metaprune.config import build_space
-from metaprune.data import build_datasets
+from metaprune.data import build_datasets, make_loader
+from metaprune.engine import evaluate
 from metaprune.engine.identity import file_hash
+from metaprune.io import read_json
 from metaprune.prune import (
     PruneConfig,
     allocate,
@@ -57,7 +60,7 @@ from metaprune.prune import (
     prune,
 )
 from metaprune.prune.job import stream
-from metaprune.retrain import RetrainConfig, resolve_config, retrain
+from metaprune.retrain import RESULT_FILE, RetrainConfig, resolve_config, retrain
 from metaprune.schema import load_config
 from metaprune.space import ChannelConfig, ChannelSpace
 
@@ -82,6 +85,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--alloc-search-run", help="a search run of --alloc-model: its winners")
     ap.add_argument("--finetune-search-run", help="a search run of --finetune-model: its winner")
     ap.add_argument("--full-epochs", type=int, default=30, help="full-width training epochs")
+    ap.add_argument("--alloc-from", help="a finished full-width retrain run of --alloc-model")
+    ap.add_argument("--finetune-from", help="a finished full-width retrain run to prune")
     ap.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs")
     ap.add_argument("--kd", action="store_true", help="fine-tune distilling from the unpruned")
     ap.add_argument("--batch-size", type=int, default=64, help="criteria's scoring batches")
@@ -119,8 +124,14 @@ def data_space(cfg: Any) -> ChannelSpace:
     return build_space(cfg.model, cfg.get("space"), data.input_shape, data.num_classes)
 
 
-def full_step(steps: Steps, cfg: Any, name: str, epochs: int) -> dict[str, Any]:
-    """The full-width network of ``cfg``, trained ``epochs`` epochs: its run dir and result."""
+def full_step(
+    steps: Steps, cfg: Any, name: str, epochs: int, existing: str | None = None
+) -> dict[str, Any]:
+    """The full-width network of ``cfg``, trained ``epochs`` epochs: its run dir and result;
+    ``existing`` (a finished retrain run of it) is taken as it is instead."""
+    if existing:
+        r = read_json(Path(existing) / RESULT_FILE)
+        return {"dir": existing, "test_accuracy": r["test_accuracy"], "flops": r["flops"]}
     cfg = OmegaConf.merge(cfg, {"retrain": {"uniform": 1.0, "epochs": epochs}})
     out = steps.root / name
 
@@ -249,6 +260,7 @@ def finetune_step(
             return {
                 "criterion": label,
                 "flops_ratio": r["flops_ratio"],
+                "before": r["prune"].get("search_accuracy"),
                 "test_accuracy": r["test_accuracy"],
                 "dir": str(out),
             }
@@ -353,10 +365,14 @@ def peer_step(
     }
 
     def compute() -> dict[str, Any]:
+        data = build_datasets(run_cfg.data)
+        loader = make_loader(data.search, 500, train=False)
+        before = evaluate(net, loader)[0] if len(data.search) else None
         r = retrain(run_cfg, out, config, start=(net, init))
         return {
             "criterion": f"torch-pruning {tp.__version__} magnitude",
             "flops_ratio": r["flops_ratio"],
+            "before": before,
             "test_accuracy": r["test_accuracy"],
             "dir": str(out),
         }
@@ -382,13 +398,14 @@ def finetune_markdown(rows: list[dict[str, Any]], full: dict[str, Any]) -> str:
     base = full["test_accuracy"]
     lines = [
         f"Unpruned: test accuracy {100 * base:.2f} %.\n",
-        "| method | FLOPs | test acc % | vs unpruned |",
-        "|---|---|---|---|",
+        "| method | FLOPs | search acc % before fine-tuning | test acc % | vs unpruned |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
+        before = "-" if r.get("before") is None else f"{100 * r['before']:.2f}"
         lines.append(
-            f"| {r['criterion']} | {r['flops_ratio']:.3f} | {100 * r['test_accuracy']:.2f} | "
-            f"{100 * (r['test_accuracy'] - base):+.2f} |"
+            f"| {r['criterion']} | {r['flops_ratio']:.3f} | {before} | "
+            f"{100 * r['test_accuracy']:.2f} | {100 * (r['test_accuracy'] - base):+.2f} |"
         )
     return "\n".join(lines)
 
@@ -405,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not args.results:
             raise SystemExit("the allocate step needs --results (Results_MobileNet.json)")
         cfg = compose(args, args.alloc_model)
-        full = full_step(steps, cfg, f"full_{args.alloc_model}", args.full_epochs)
+        full = full_step(steps, cfg, f"full_{args.alloc_model}", args.full_epochs, args.alloc_from)
         out["allocate"] = allocate_step(steps, args, cfg, full, options)
         md += [
             f"## Global allocation on {args.alloc_model}, judged by the benchmark\n",
@@ -414,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ]
     if {"full", "finetune", "peer"} & set(args.steps):
         cfg = compose(args, args.finetune_model)
-        full = full_step(steps, cfg, f"full_{args.finetune_model}", args.full_epochs)
+        name = f"full_{args.finetune_model}"
+        full = full_step(steps, cfg, name, args.full_epochs, args.finetune_from)
         out["full"] = full
         rows = finetune_step(steps, args, cfg, full, options) if "finetune" in args.steps else []
         peer = peer_step(steps, args, cfg, full) if "peer" in args.steps else None

@@ -10,7 +10,8 @@ fine-tunes it with the retrain engine (:func:`~metaprune.retrain.retrain`: the `
 group's recipe, ``retrain.kd`` distillation, here from the unpruned network with ``prune.kd``).
 
 The run directory holds ``start.pt`` (the pruned network before fine-tuning, with what it was
-made from), ``prune.json`` (the criterion, the widths and kept channels, the cost ratios), ``unpruned.pt``
+made from), ``prune.json`` (the criterion, the widths, kept channels and scores, the cost ratios,
+and ``search_accuracy``: the pruned network's accuracy on the search split before fine-tuning), ``unpruned.pt``
 (the teacher, with ``prune.kd``) and everything ``retrain`` writes (``result.json``, ``export/``,
 checkpoints, ``tb/``).  ``start.pt`` is reused when its inputs are this run's, so a resumed
 fine-tune does not score again; the fine-tune's identity is the retrain identity with ``init``
@@ -36,7 +37,7 @@ from metaprune.config import build_space
 from metaprune.cost import count_flops, count_params
 from metaprune.data import build_datasets, make_loader
 from metaprune.data.identity import data_identity
-from metaprune.engine import Runtime, seed_everything
+from metaprune.engine import Runtime, evaluate, seed_everything
 from metaprune.engine.identity import file_hash
 from metaprune.export import pruned_payload
 from metaprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
@@ -184,6 +185,11 @@ def prune(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
         batches = stream(data.train, pcfg.batch_size, pcfg.seed, rt.device)
         work = copy.deepcopy(source).to(rt.device)
         config, state, summary = prune_network(work, space, pcfg, batches)
+        if len(data.search):  # how much the pruning alone costs, before any fine-tuning
+            pruned = build_pruned(space, config, rt.device)
+            pruned.load_state_dict(state, strict=True)
+            loader = make_loader(data.search, tcfg.eval_batch_size, train=False, device=rt.device)
+            summary["search_accuracy"] = evaluate(pruned, loader)[0]
         out_dir.mkdir(parents=True, exist_ok=True)
         payload = {"identity": identity, "config": config.to_dict(), "summary": summary}
         payload["state_dict"] = {k: v.detach().cpu() for k, v in state.items()}
