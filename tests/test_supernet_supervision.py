@@ -139,6 +139,18 @@ def test_logits_step_is_the_mean_of_full_ce_and_distilled_losses():
     kd = [kd_loss(pnet(x, c), full.detach(), y, loss_fn, 2.0, 0.3) for c in (sampled, smallest)]
     expected = (loss_fn(full, y) + sum(kd)) / 3
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the soft targets are detached: the gradients are those of the expression above, not of
+    # one that also pulls the full network towards the sampled ones
+    params = list(pnet.parameters())
+    got = torch.autograd.grad(loss, params)
+    for a, b in zip(got, torch.autograd.grad(expected, params, retain_graph=True), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    undetached = (loss_fn(full, y) + sum(kd_loss(pnet(x, c), full, y, loss_fn, 2.0, 0.3)
+                                          for c in (sampled, smallest))) / 3  # fmt: skip
+    assert any(
+        not torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+        for a, b in zip(got, torch.autograd.grad(undetached, params), strict=True)
+    )
 
 
 @pytest.mark.parametrize("family", ["cbm_mobilenet", "resnet20", "mobilenet_v2"])
@@ -150,11 +162,68 @@ def test_stagewise_loss_is_zero_for_the_full_network_only(family):
     x = torch.randn(6, 1, 8, 8)
     with torch.no_grad():
         features = sup.features(pnet, x)
-        assert sup.stage_loss(pnet, x, features, space.max()).item() == 0.0
-        assert sup.stage_loss(pnet, x, features, space.min()).item() > 1e-3
+        assert all(v.item() == 0.0 for v in sup.stage_losses(pnet, x, features, space.max()))
+        assert sum(sup.stage_losses(pnet, x, features, space.min())).item() > 1e-3
         # the stages chained end to end are the full network
         logits = pnet(features[-1], space.max(), sup.head)
         torch.testing.assert_close(logits, pnet(x, space.max()))
+
+
+def test_each_stage_is_fed_the_full_networks_features():
+    """A config pruned inside one stage only matches the full network exactly on every other
+    stage: each stage gets the full network's previous stage output, not the sub-network's."""
+    space = tiny()  # stages: blocks 0-2 (genes stage1, s1.b0.mid, s1.b1.mid), 3-4, 5
+    torch.manual_seed(0)
+    pnet = create_pruningnet(space, hidden=8).train()
+    sup = StagewiseSupervision(space, TrainConfig(**STAGEWISE))
+    x = torch.randn(6, 1, 8, 8)
+    genes = [g.name for g in space.genes]
+    with torch.no_grad():
+        features = sup.features(pnet, x)
+        for gene, stage in (("s1.b0.mid", 0), ("s2.b1.mid", 1)):
+            idx = [0 if g == gene else 2 for g in genes]  # that gene at 0.25, the rest at max
+            losses = sup.stage_losses(pnet, x, features, space.config(idx))
+            assert [v.item() > 1e-4 for v in losses] == [s == stage for s in range(3)]
+
+
+def test_stagewise_step_trains_each_stage_on_detached_features():
+    """The step's value and gradients: the full network on the labels through its stages;
+    each sampled one's stages on the full network's detached, cropped features, its head on
+    the labels from the full network's last features."""
+    space = tiny()
+    torch.manual_seed(0)
+    pnet = create_pruningnet(space, hidden=8).train()
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    sampler = ConfigSampler(space)
+    tcfg = TrainConfig(**STAGEWISE, distill_weight=0.3)
+    loss = fullnet_step(sampler, tcfg)(pnet, x, y, np.random.default_rng(5), loss_fn)
+    (config,) = sampler.sample(np.random.default_rng(5))
+    assert config != space.max()
+    parts, head = [range(0, 3), range(3, 5), range(5, 6)], range(6, 7)
+    out_genes = ["stage1", "stage2", "last"]  # each stage's output width
+    w = {g: config.widths()[g] for g in out_genes}
+    full, h = [], x
+    for part in parts:
+        h = pnet(h, space.max(), part)
+        full.append(h)
+    feats = [f.detach() for f in full]
+    mse = [
+        torch.nn.functional.mse_loss(
+            pnet(x if s == 0 else feats[s - 1][:, : w[out_genes[s - 1]]], config, part),
+            feats[s][:, : w[out_genes[s]]],
+        )
+        for s, part in enumerate(parts)
+    ]
+    sub_head = loss_fn(pnet(feats[-1][:, : w["last"]], config, head), y)
+    expected = (loss_fn(pnet(full[-1], space.max(), head), y)
+                + 0.7 * sub_head + 0.3 * sum(mse) / 3) / 2  # fmt: skip
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    params = list(pnet.parameters())
+    for a, b in zip(
+        torch.autograd.grad(loss, params), torch.autograd.grad(expected, params), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_stages_are_the_tied_resolution_stages():

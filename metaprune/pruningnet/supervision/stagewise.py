@@ -21,10 +21,11 @@ zero-padding the sub-network's output instead would ask it to produce channels i
 
 Departures from the paper, whose code is not public: the stages are the architecture's tied
 resolution stages (the paper says "several stages" without a rule); the loss is the mean MSE of
-the cropped features with the head on cross-entropy, mixed by one weight; the search does not
-use the full network's supervision (the paper's proxy also does): configs are scored by the plain
-forward, BN recalibrated, as without it.  The sampled stages' BN rows gather their running
+the cropped features with the head on cross-entropy, mixed by one weight; the paper's full
+network supervises the search too, but here configs are scored by the plain forward, BN
+recalibrated, as without full-net supervision.  The sampled stages' BN rows gather their running
 statistics from the full network's features; the search recalibrates them anyway.
+:meth:`StagewiseSupervision.stage_losses` gives each stage's term, for tests and diagnostics.
 """
 
 from __future__ import annotations
@@ -77,16 +78,16 @@ class StagewiseSupervision:
             out.append(x)
         return out
 
-    def stage_loss(
+    def stage_losses(
         self,
         model: nn.Module,
         x: torch.Tensor,
         features: Sequence[torch.Tensor],
         config: ChannelConfig,
-    ) -> torch.Tensor:
-        """Mean over stages of the MSE between ``config``'s stage fed the full network's
-        previous stage output (``x`` for the first) and the full network's own output, both
-        cropped to ``config``'s widths (``features``: detached full-network stage outputs)."""
+    ) -> list[torch.Tensor]:
+        """Per stage, the MSE between ``config``'s stage fed the full network's previous stage
+        output (``x`` for the first) and the full network's own output, both cropped to
+        ``config``'s widths (``features``: detached full-network stage outputs)."""
         losses = []
         for s, part in enumerate(self.stages):
             inp = (
@@ -94,7 +95,7 @@ class StagewiseSupervision:
             )
             out = model(inp, config, part)
             losses.append(F.mse_loss(out.float(), _crop(features[s], out.shape[1]).float()))
-        return sum(losses) / len(losses)
+        return losses
 
     def __call__(
         self,
@@ -111,6 +112,7 @@ class StagewiseSupervision:
         for c in configs:
             last = _crop(features[-1], self._out_width(self.stages[-1], c))
             head = loss_fn(model(last, c, self.head), y)
-            match = self.stage_loss(model, x, features, c)
+            losses = self.stage_losses(model, x, features, c)
+            match = sum(losses) / len(losses)
             out.append((1.0 - self.weight) * head + self.weight * match)
         return out
