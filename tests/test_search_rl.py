@@ -145,3 +145,27 @@ def test_per_gene_features_feed_the_controller(space, tmp_path):
 class WrongShape(Analytic):
     def gene_features(self):
         return np.zeros((3, 2))
+
+
+def test_a_graph_encoded_pruningnet_feeds_the_controller_through_the_proxy_scorer(tmp_path):
+    import torch
+
+    from metaprune.pruningnet import create_pruningnet
+    from metaprune.search import DistributedScorer, ProxyScorer
+
+    sp = create_space("resnet20", width_mult=0.25, input_size=8, num_classes=5)
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(32, 3, 8, 8, generator=g), torch.randint(0, 5, (32,), generator=g)
+    recal = [(torch.randn(8, 3, 8, 8, generator=g), None)]
+    feats = {}
+    for encoding in ("layer", "graph"):
+        torch.manual_seed(0)
+        pnet = create_pruningnet(sp, encoding=encoding)
+        scorer = ProxyScorer(pnet, recal, images, labels, racing=False)
+        feats[encoding] = scorer.gene_features()
+        wrapped = DistributedScorer(scorer, 0, 1, gather=lambda x: [x])
+        cfg = SearchConfig(algorithm="rl", population=2, mutation_children=1, crossover_children=1)
+        eng = Evolution(sp, wrapped, default_costs(sp), cfg, tmp_path / encoding, write=False)
+        assert (eng.strategy.features is None) == (encoding == "layer")
+    assert feats["layer"] is None
+    assert feats["graph"].shape[0] == len(sp.genes) and np.isfinite(feats["graph"]).all()

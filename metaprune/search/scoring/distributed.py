@@ -67,6 +67,10 @@ class DistributedScorer:
         self.last_details = all_details
         return out
 
+    def gene_features(self) -> Any:
+        get = getattr(self.inner, "gene_features", None)
+        return get() if callable(get) else None
+
     def set_rivalry(self, rivalry: Rivalry) -> None:
         set_rivalry = getattr(self.inner, "set_rivalry", None)
         if callable(set_rivalry):

@@ -20,7 +20,8 @@ class Scorer(Protocol):
     Optional extras the search uses when present: ``last_details`` (one dict per config of the
     last call, added to the results table), ``state_dict()`` / ``load_state_dict(d)`` (JSON-able
     state saved with each checkpoint), ``set_rivalry(r)`` (told once whom candidates compete
-    with, for racing: :class:`~metaprune.search.scoring.racing.Rivalry`).
+    with, for racing: :class:`~metaprune.search.scoring.racing.Rivalry`), ``gene_features()``
+    (an ``(n_genes, d)`` array or ``None``: per-gene state input of the RL controller).
     """
 
     def score(self, configs: Sequence[ChannelConfig]) -> list[float]: ...

@@ -202,6 +202,14 @@ class ProxyScorer:
             stack=cfg.stack,
         )
 
+    def gene_features(self) -> np.ndarray | None:
+        """A graph-encoded PruningNet's per-gene embeddings of the largest network, ``(n_genes,
+        d)``, as the RL controller's state input (``search.rl.gene_features``); ``None`` for
+        the other encodings (their embeddings of one network say nothing about the genes)."""
+        if getattr(self.pnet.config, "encoding", None) != "graph":
+            return None
+        return self.pnet.gene_embeddings(self.space.max()).float().cpu().numpy()
+
     # -- racing history ---------------------------------------------------------------------
     def set_rivalry(self, rivalry: Rivalry) -> None:
         """Who candidates race against (the search's targets; see :mod:`~.racing`)."""

@@ -120,12 +120,14 @@ class Controller(nn.Module):
 
 
 def scorer_features(engine: Evolution) -> torch.Tensor | None:
-    """The scorer's per-gene feature vectors (``gene_features()``), when it offers them and
+    """The scorer's per-gene feature vectors (``gene_features()``, e.g. the proxy scorer's
+    graph-encoded PruningNet's gene embeddings of the largest network), when it offers them and
     ``rl.gene_features`` is on; an array of another shape than ``(n_genes, d)`` is refused."""
     get = getattr(engine.scorer, "gene_features", None)
-    if not engine.cfg.rl.gene_features or not callable(get):
+    raw = get() if engine.cfg.rl.gene_features and callable(get) else None
+    if raw is None:
         return None
-    feats = np.asarray(get(), dtype=np.float32)
+    feats = np.asarray(raw, dtype=np.float32)
     if feats.ndim != 2 or feats.shape[0] != len(engine.space.genes):
         raise ValueError(
             f"scorer.gene_features() must be (n_genes={len(engine.space.genes)}, d), got shape "
