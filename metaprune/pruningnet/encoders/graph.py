@@ -12,8 +12,8 @@ connection layer for each node", the whole trained jointly from scratch.  Here:
   identity), so a skip connection is an edge from every layer whose output reaches the next
   layer through it;
 * node features: the layer's (input, output) width ratios under the config and its geometry
-  (kernel / the largest kernel, 1 / stride, output side / input side, depthwise flag);
-* :data:`GRAPH_LAYERS` graph convolutions ``H' = A_hat H W + b`` (Kipf & Welling, ICLR 2017:
+  (kernel / the largest kernel, 1 / stride, output side / image side, depthwise flag);
+* :data:`GRAPH_LAYERS` graph convolutions ``H' = A_hat (H W + b)`` (Kipf & Welling, ICLR 2017:
   ``A_hat = D^-1/2 (A + I) D^-1/2`` over the edges made undirected), ReLU between them, of the
   meta blocks' hidden width (``pruningnet.hidden``); each node's output row feeds that conv's
   meta block, whose first FC is the per-node layer.
@@ -21,8 +21,9 @@ connection layer for each node", the whole trained jointly from scratch.  Here:
 Departures (the paper's code is not public): the GCN's depth and width are fixed (two layers,
 the meta blocks' hidden width) rather than options, so the ``pruningnet`` group and the
 identities of earlier runs keep their keys; the edges are made undirected as in the plain GCN;
-the node embeddings the paper hands to its RL search come from
-:meth:`~metaprune.pruningnet.PruningNet.node_embeddings`.
+the bias is added before the propagation (Kipf & Welling add it after), so a node's bias is
+scaled by its row sum of ``A_hat``; the node embeddings the paper hands to its RL search come
+from :meth:`~metaprune.pruningnet.PruningNet.node_embeddings`.
 """
 
 from __future__ import annotations
