@@ -1,5 +1,5 @@
 """Shared test fixtures: tiny channel spaces of every registered family, analytic stand-ins for
-the search proxy (cheap scorers), and the environment of a torchrun rank."""
+the search proxy (cheap scorers), and torchrun-like ranks (their environment, spawning them)."""
 
 from __future__ import annotations
 
@@ -76,3 +76,16 @@ def ddp_env(rank: int, world: int, port: int) -> None:
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
+
+
+def spawn_ranks(fn: Callable[..., None], world: int, *args: Any) -> None:
+    """Run ``fn(rank, world, port, *args)`` in ``world`` processes on a free loopback port (each
+    rank calls :func:`ddp_env` with them)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(fn, args=(world, port, *args), nprocs=world)

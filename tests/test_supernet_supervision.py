@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ddp_env
+from conftest import ddp_env, spawn_ranks
 from omegaconf import OmegaConf
 
 import metaprune.pruningnet.training as mtraining
@@ -284,13 +284,6 @@ def _ddp_train(rank, world, port, out_dir):
 @pytest.mark.slow
 def test_stagewise_graph_training_under_ddp(tmp_path):
     """Stage-wise supervision runs the PruningNet part by part through the DDP wrapper."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_train, args=(2, port, str(tmp_path)), nprocs=2)
+    spawn_ranks(_ddp_train, 2, str(tmp_path))
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 1  # 32 images, 2x16
     load_pruningnet(tmp_path)
