@@ -78,6 +78,8 @@ def test_embeddings_follow_the_config_and_the_shortcuts(tiny_space) -> None:
         torch.testing.assert_close(pnet.encoder(widths), emb)
         diff = (cut(widths) - emb).abs().sum(1)
     assert diff[7] > 1e-4 and diff[3] > 1e-4  # the two ends of the edge
+    with pytest.raises(ValueError, match=r"graph edges must join nodes 0\.\.13, got \[\(3, 14\)\]"):
+        GraphEncoder(space, convs, 8, edges=[*edges, (3, 14)])
     genes = pnet.gene_embeddings(space.sample(2))
     assert genes.shape == (len(space.genes), 8)
     last = [k for k, ly in enumerate(convs) if ly.cout == "last"]

@@ -90,6 +90,9 @@ class GraphEncoder(Encoder):
         super().__init__(space, convs)
         self.dim = hidden
         self.edges = list(topology(space.arch) if edges is None else edges)
+        bad = [e for e in self.edges if not all(0 <= k < len(convs) for k in e)]
+        if bad:
+            raise ValueError(f"graph edges must join nodes 0..{len(convs) - 1}, got {bad}")
         kmax = max(ly.kernel for ly in convs)
         side = space.arch.input_size
         geometry = [
