@@ -230,7 +230,8 @@ def search_step(
     from metaprune.search import search
 
     scfg = OmegaConf.merge(cfg, {"search": {"algorithm": "ga", "targets": list(targets)}})
-    ident = {**bench.identity, "search": plain(scfg.search)}
+    # SearchConfig.to_dict: options added later enter the identity only when set
+    ident = {**bench.identity, "search": SearchConfig.from_any(scfg.search).to_dict()}
     ident["search"].pop("resume", None)
     out = workdir(steps.root / "search", ident)
 
