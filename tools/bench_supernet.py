@@ -36,6 +36,7 @@ import metaprune as mp
 from metaprune.engine import TrainConfig
 from metaprune.pruningnet import ConfigSampler, create_pruningnet
 from metaprune.pruningnet.training import training_step
+from metaprune.space import ChannelSpace
 
 VARIANTS = {
     "none/layer": ({}, "layer"),
@@ -60,7 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def make_variant(space: Any, opts: dict[str, Any], encoding: str, hidden: int) -> Callable:
+Step = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], None]
+"""``run(x, y, rng)``: one training step of a variant, in place."""
+
+
+def make_variant(space: ChannelSpace, opts: dict[str, Any], encoding: str, hidden: int) -> Step:
     """``run(x, y, rng)``: one training step of the variant."""
     torch.manual_seed(0)
     pnet = create_pruningnet(space, hidden=hidden, encoding=encoding).train()
