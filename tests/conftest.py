@@ -89,3 +89,30 @@ def spawn_ranks(fn: Callable[..., None], world: int, *args: Any) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(fn, args=(world, port, *args), nprocs=world)
+
+
+def kill_in_epoch_2(cfg: Any, out_dir: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the train stage ``train(cfg, out_dir)`` (one step per epoch) and kill it in its
+    second step, whatever the step (the paper's or full-net supervision): a checkpoint of epoch
+    1 is left, no ``pruningnet.pt``."""
+    import metaprune.pruningnet.training as mtraining
+    from metaprune.train import train
+
+    real = mtraining.training_step
+
+    def killing_step(*args: Any) -> Callable:
+        step, calls = real(*args), []
+
+        def wrapped(*args: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 2:  # the step of epoch 2
+                raise KeyboardInterrupt
+            return step(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(mtraining, "training_step", killing_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out_dir)
+    monkeypatch.setattr(mtraining, "training_step", real)
+    assert not (out_dir / "pruningnet.pt").exists()

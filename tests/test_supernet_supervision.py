@@ -9,10 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ddp_env, spawn_ranks
+from conftest import ddp_env, kill_in_epoch_2, spawn_ranks
 from omegaconf import OmegaConf
 
-import metaprune.pruningnet.training as mtraining
 from metaprune import create_space
 from metaprune.engine import TrainConfig
 from metaprune.groups import ConfigError
@@ -234,27 +233,6 @@ def test_stages_are_the_tied_resolution_stages():
     for bad in (range(3, 8), range(2, 2), range(0, 6, 2)):  # 6 blocks and the head: units 0-6
         with pytest.raises(ValueError, match=r"part must be .* range\(0, 7\)"):
             pnet(torch.randn(2, 1, 8, 8), space.max(), bad)
-
-
-def kill_in_epoch_2(cfg, out_dir, monkeypatch) -> None:
-    """Run ``train(cfg, out_dir)`` (one step per epoch) and kill it in its second step."""
-    real = mtraining.training_step
-
-    def killing_step(sampler, tcfg):
-        step, calls = real(sampler, tcfg), []
-
-        def wrapped(*args):
-            calls.append(1)
-            if len(calls) == 2:
-                raise KeyboardInterrupt
-            return step(*args)
-
-        return wrapped
-
-    monkeypatch.setattr(mtraining, "training_step", killing_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, out_dir)
-    monkeypatch.setattr(mtraining, "training_step", real)
 
 
 @pytest.mark.parametrize(

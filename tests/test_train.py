@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ddp_env
+from conftest import ddp_env, kill_in_epoch_2
 from omegaconf import OmegaConf
 
-import metaprune.pruningnet.training as mtraining
 from metaprune import build_pruned, create_space
 from metaprune.data import build_datasets, make_loader, split_train_search
 from metaprune.data.fake import make_fake
@@ -106,28 +105,6 @@ def test_two_step_training_run(finished_run):
     mtime = (tmp_path / "pruningnet.pt").stat().st_mtime_ns
     assert train(run_cfg(), tmp_path) == json.loads((tmp_path / "metrics.json").read_text())
     assert (tmp_path / "pruningnet.pt").stat().st_mtime_ns == mtime  # skipped, not retrained
-
-
-def kill_in_epoch_2(cfg, out_dir, monkeypatch) -> None:
-    """Run ``train(cfg, out_dir)`` (one step per epoch) and kill it in its second step."""
-    real = mtraining.pruningnet_step
-
-    def killing_step(sampler):
-        step, calls = real(sampler), []
-
-        def wrapped(*args):
-            calls.append(1)
-            if len(calls) == 2:  # the step of epoch 2
-                raise KeyboardInterrupt
-            return step(*args)
-
-        return wrapped
-
-    monkeypatch.setattr(mtraining, "pruningnet_step", killing_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, out_dir)
-    monkeypatch.setattr(mtraining, "pruningnet_step", real)
-    assert not (out_dir / "pruningnet.pt").exists()
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
