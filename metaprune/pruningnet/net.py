@@ -45,10 +45,9 @@ from torch import nn
 
 from metaprune.arch import Conv, Dim, resolve
 from metaprune.pruningnet.blocks import ChoiceBN, MetaConv
-from metaprune.pruningnet.encoders import ENCODERS, create_encoder
+from metaprune.pruningnet.encoders import check_encoder, create_encoder
 from metaprune.space import ChannelConfig, ChannelSpace
 
-ENCODINGS = tuple(ENCODERS)
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults, which PrunedNet uses
 
 
@@ -67,10 +66,7 @@ class PruningNetConfig:
     def __post_init__(self) -> None:
         if self.hidden < 1:
             raise ValueError(f"pruningnet.hidden must be >= 1, got {self.hidden}")
-        if self.encoding not in ENCODINGS:
-            raise ValueError(
-                f"unknown pruningnet.encoding {self.encoding!r}; choose one of {list(ENCODINGS)}"
-            )
+        check_encoder(self.encoding)
 
 
 def _key(name: str) -> str:

@@ -72,14 +72,19 @@ def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
     return add
 
 
-def create_encoder(name: str, space: ChannelSpace, convs: Sequence[Layer], hidden: int) -> Encoder:
-    """The encoder ``name`` of ``space``'s ``convs``."""
+def check_encoder(name: str) -> None:
+    """Raise ``ValueError`` naming ``pruningnet.encoding`` when ``name`` is no encoder."""
     if name not in ENCODERS:
         raise ValueError(f"unknown pruningnet.encoding {name!r}; choose one of {list(ENCODERS)}")
+
+
+def create_encoder(name: str, space: ChannelSpace, convs: Sequence[Layer], hidden: int) -> Encoder:
+    """The encoder ``name`` of ``space``'s ``convs``."""
+    check_encoder(name)
     return ENCODERS[name](space, convs, hidden)
 
 
 # the members register themselves on import
 from metaprune.pruningnet.encoders import graph, ratios  # noqa: E402, F401
 
-__all__ = ["ENCODERS", "Encoder", "create_encoder", "register_encoder"]
+__all__ = ["ENCODERS", "Encoder", "check_encoder", "create_encoder", "register_encoder"]
