@@ -1,9 +1,11 @@
 """The graph-encoded PruningNet (``pruningnet.encoding=graph``): topology, GCN embeddings that
-follow the config and the shortcuts, generate/forward equivalence, training, save and load."""
+follow the config and the shortcuts, generate/forward equivalence, training, save and load; the
+ratio encodings unchanged by the encoder registry."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import pytest
 import torch
@@ -110,6 +112,24 @@ def test_save_and_load_round_trip(tiny_space, tmp_path) -> None:
     for encoding in ("layer", "global"):
         keys = create_pruningnet(space, hidden=8, encoding=encoding).state_dict()
         assert not any(k.startswith("encoder") for k in keys)
+
+
+@pytest.mark.parametrize(
+    "encoding,digest", [("layer", "8285bd103f2810e6"), ("global", "50bc1d560d3dc8ef")]
+)
+def test_ratio_encodings_initialise_as_before_encoders_existed(encoding, digest) -> None:
+    """A fresh PruningNet of the ratio encodings (seed 0) is the one the code before the encoder
+    registry built: the same state-dict keys and values (a digest taken with that code)."""
+    space = mp.create_space(
+        "mobilenet_v2", stem="cifar", width_mult=0.125, input_size=8, in_chans=1, num_classes=4,
+        choices=[0.25, 0.5, 1.0],
+    )  # fmt: skip
+    pnet = create_pruningnet(space, hidden=8, encoding=encoding)
+    h = hashlib.sha256()
+    for k, v in pnet.state_dict().items():
+        h.update(k.encode())
+        h.update(v.numpy().tobytes())
+    assert h.hexdigest()[:16] == digest
 
 
 def test_config_group() -> None:
