@@ -4,6 +4,7 @@ writes its tables, and a second call reuses every stored step."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,16 @@ def test_finetune_and_peer_steps_run_and_resume(tmp_path, caplog):
     argv = ["--data", "fake", "--out-root", str(tmp_path), "--finetune-model", "resnet20"]
     argv += ["--finetune-search-run", str(search)]
     argv += ["--steps", "full", "finetune", *(["peer"] if peer else [])]
-    argv += ["--criteria", "l1", "fisher", "--option", "fisher.batches=1", "--kd"]
+    argv += [
+        "--criteria",
+        "l1",
+        "fisher",
+        "--option",
+        "fisher.batches=1",
+        "--kd",
+        "--finetune-lr",
+        "0.01",
+    ]
     argv += ["--full-epochs", "1", "--finetune-epochs", "1", "--batch-size", "8", "--set"]
     argv += [*FAST, "model.width_mult=0.25", "data.image_size=12", "data.fake_size=64"]
     out = bench_prune.main(argv)
@@ -53,6 +63,8 @@ def test_finetune_and_peer_steps_run_and_resume(tmp_path, caplog):
     assert methods[1:5] == ["l1", "fisher", "uniform (l1)", "winner widths (l1)"]
     assert len(methods) == 5 + peer
     assert all(r["flops_ratio"] <= 0.5 for r in out["finetune"])
+    fisher = json.loads((tmp_path / "cifar10" / "finetune" / "fisher" / "result.json").read_text())
+    assert fisher["identity"]["optim"]["lr"] == 0.01  # --finetune-lr reaches the fine-tune
     assert "| fisher |" in (tmp_path / "cifar10" / "prune.md").read_text()
     caplog.clear()
     assert bench_prune.main(argv)["finetune"] == out["finetune"]

@@ -89,6 +89,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--finetune-from", help="a finished full-width retrain run to prune")
     ap.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs")
     ap.add_argument("--kd", action="store_true", help="fine-tune distilling from the unpruned")
+    ap.add_argument("--finetune-lr", type=float, help="fine-tuning lr (default: the recipe's)")
     ap.add_argument("--batch-size", type=int, default=64, help="criteria's scoring batches")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -253,6 +254,7 @@ def finetune_step(
         with open_dict(run_cfg):
             run_cfg.prune = pcfg.block()
             run_cfg.retrain.epochs = args.finetune_epochs
+            run_cfg.retrain.optim = finetune_optim(args, run_cfg)
         out = steps.root / "finetune" / label.replace(" ", "_").replace("(", "").replace(")", "")
 
         def compute(run_cfg: Any = run_cfg, out: Path = out, label: str = label) -> dict:
@@ -291,6 +293,12 @@ def scratch_step(
 
     identity = {"winner": winner.to_dict(), "run": OmegaConf.to_container(run_cfg, resolve=True)}
     return steps.run("finetune/metapruning_scratch", identity, compute)
+
+
+def finetune_optim(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
+    """The ``retrain.optim`` overrides of a fine-tune: ``--finetune-lr`` over ``cfg``'s."""
+    optim = OmegaConf.to_container(cfg.retrain.optim, resolve=True)
+    return {**optim, "lr": args.finetune_lr} if args.finetune_lr else optim
 
 
 def tp_widths(model: torch.nn.Module, space: ChannelSpace) -> dict[str, int]:
@@ -350,7 +358,10 @@ def peer_step(
         lo, hi = (lo, mid) if flops_of(pruned(mid)) <= budget else (mid, hi)
     model = pruned(hi)
     run_cfg, config = space_for_widths(cfg, space, tp_widths(model, space))
-    run_cfg = OmegaConf.merge(run_cfg, {"retrain": {"epochs": args.finetune_epochs}})
+    run_cfg = copy.deepcopy(run_cfg)
+    with open_dict(run_cfg):
+        run_cfg.retrain.epochs = args.finetune_epochs
+        run_cfg.retrain.optim = finetune_optim(args, run_cfg)
     if args.kd:
         run_cfg.retrain.kd.teacher = str(Path(full["dir"]) / "export")
     net = build_pruned(config.space, config)
