@@ -13,7 +13,14 @@ from metaprune.config import build_space
 from metaprune.export import load_pruned
 from metaprune.groups import ConfigError
 from metaprune.io import read_json
-from metaprune.prune import CriterionError, PruneInputError, load_source, prune, prune_label
+from metaprune.prune import (
+    CriterionError,
+    PruneInputError,
+    load_source,
+    prune,
+    prune_label,
+    prune_state,
+)
 from metaprune.schema import load_config
 
 TINY = ["experiment=tiny", "retrain.latency_repeats=0"]
@@ -62,9 +69,18 @@ def test_prune_from_a_state_dict_at_given_widths_keeps_the_l1_top_channels(full_
     source, _ = load_source(full_run / "retrain" / "uniform1", space)
     torch.save(source.state_dict(), tmp_path / "full.pt")
     args = [*TINY, f"prune.from={tmp_path / 'full.pt'}", "prune.widths=0.5", "retrain.epochs=1"]
+    args += ["prune.recalib_batches=2", "prune.batch_size=16"]
     cfg = load_config(args)
     assert prune_label(cfg) == "l1-widths0.5"
     result = prune(cfg, tmp_path / "out")
+    assert 0 <= result["prune"]["search_accuracy"] <= 1
+    start = torch.load(tmp_path / "out" / "start.pt", weights_only=True)["state_dict"]
+    copied = prune_state(
+        space, source.state_dict(), {g: torch.tensor(k) for g, k in result["prune"]["kept"].items()}
+    )
+    name = "features.4.body.0.1.running_var"  # recomputed on the pruned network's activations
+    assert start[name].shape == copied[name].shape and not torch.allclose(start[name], copied[name])
+    assert torch.equal(start["features.4.body.0.0.weight"], copied["features.4.body.0.0.weight"])
     assert result["widths"] == list(space.uniform(0.5, nearest=True).width_tuple())
     kept = result["prune"]["kept"]
     conv = source.get_submodule("features.1.body.0.0").weight.detach()

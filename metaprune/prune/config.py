@@ -44,6 +44,9 @@ class PruneConfig:
     with a channel config."""
     batch_size: int = 64
     """Batch size of the training batches criteria score (or sparsity-train) on."""
+    recalib_batches: int = 0
+    """Recompute the pruned network's BN statistics on this many clean training batches before
+    fine-tuning (0: keep the copied ones)."""
     seed: int = 0
     """Seed of those batches' order and of criterion training."""
     kd: bool = False
@@ -63,8 +66,11 @@ class PruneConfig:
             parse_value(self.cost, self.target, 1.0, "prune.target")
         if isinstance(self.widths, float | int) and not 0 < float(self.widths) <= 1:
             raise ConfigError(f"prune.widths ratio must be in (0, 1], got {self.widths}")
-        if self.batch_size < 1:
-            raise ConfigError(f"prune.batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 1 or self.recalib_batches < 0:
+            raise ConfigError(
+                "prune.batch_size must be >= 1 and prune.recalib_batches >= 0, got "
+                f"{self.batch_size}, {self.recalib_batches}"
+            )
         return self
 
     def require_size(self) -> PruneConfig:

@@ -5,8 +5,9 @@ al., ICLR 2017, sec. 3; Liu et al., ICCV 2017, sec. 3.3): :func:`prune` loads th
 network (``prune.from``, :mod:`.source`), lets the criterion score every channel on training
 batches (:mod:`.criteria`), keeps the top channels at ``prune.widths`` or allocates widths
 globally to ``prune.target`` (:mod:`.allocate`), builds the pruned network with
-``build_pruned`` and the kept weights (:mod:`.channels`, or the criterion's own transfer), and
-fine-tunes it with the retrain engine (:func:`~metaprune.retrain.retrain`: the ``retrain``
+``build_pruned`` and the kept weights (:mod:`.channels`, or the criterion's own transfer),
+optionally recomputes its BN statistics on ``prune.recalib_batches`` clean training batches
+(beyond the papers: the kept channels' statistics change once others are gone), and fine-tunes it with the retrain engine (:func:`~metaprune.retrain.retrain`: the ``retrain``
 group's recipe, ``retrain.kd`` distillation, here from the unpruned network with ``prune.kd``).
 
 The run directory holds ``start.pt`` (the pruned network before fine-tuning, with what it was
@@ -35,9 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from metaprune.config import build_space
 from metaprune.cost import count_flops, count_params
-from metaprune.data import build_datasets, make_loader
+from metaprune.data import build_datasets, make_loader, recalibration_batches
 from metaprune.data.identity import data_identity
-from metaprune.engine import Runtime, evaluate, seed_everything
+from metaprune.engine import Runtime, evaluate, recalibrate_bn, seed_everything
 from metaprune.engine.identity import file_hash
 from metaprune.export import pruned_payload
 from metaprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
@@ -105,6 +106,7 @@ def prune_identity(cfg: DictConfig, pcfg: PruneConfig, source: Path) -> dict[str
         "latency_table": file_hash(pcfg.latency_table) if pcfg.latency_table else None,
         "widths": widths,
         "batch_size": pcfg.batch_size,
+        "recalib_batches": pcfg.recalib_batches,
         "seed": pcfg.seed,
         "data": data_identity(cfg.data),
     }
@@ -185,9 +187,16 @@ def prune(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
         batches = stream(data.train, pcfg.batch_size, pcfg.seed, rt.device)
         work = copy.deepcopy(source).to(rt.device)
         config, state, summary = prune_network(work, space, pcfg, batches)
+        pruned = build_pruned(space, config, rt.device)
+        pruned.load_state_dict(state, strict=True)
+        if pcfg.recalib_batches:  # BN statistics of the pruned network's own activations
+            n, size = pcfg.recalib_batches, pcfg.batch_size
+            feed = recalibration_batches(
+                data.train, n, size, augment=False, seed=pcfg.seed, device=rt.device
+            )
+            recalibrate_bn(pruned, feed)
+            state = pruned.state_dict()
         if len(data.search):  # how much the pruning alone costs, before any fine-tuning
-            pruned = build_pruned(space, config, rt.device)
-            pruned.load_state_dict(state, strict=True)
             loader = make_loader(data.search, tcfg.eval_batch_size, train=False, device=rt.device)
             summary["search_accuracy"] = evaluate(pruned, loader)[0]
         out_dir.mkdir(parents=True, exist_ok=True)
