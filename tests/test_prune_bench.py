@@ -55,7 +55,8 @@ def test_finetune_and_peer_steps_run_and_resume(tmp_path, caplog):
         "--finetune-lr",
         "0.01",
     ]
-    argv += ["--full-epochs", "1", "--finetune-epochs", "1", "--batch-size", "8", "--set"]
+    argv += ["--full-epochs", "1", "--finetune-epochs", "1", "--batch-size", "8"]
+    argv += ["--recalib-batches", "1", "--set"]
     argv += [*FAST, "model.width_mult=0.25", "data.image_size=12", "data.fake_size=64"]
     out = bench_prune.main(argv)
     methods = [r["criterion"] for r in out["finetune"]]

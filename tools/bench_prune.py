@@ -46,8 +46,8 @@ from metaprune.benchmarks import best_within, config_key, key_config, load_resul
 from metaprune.benchmarks.oracle import feasible_means, flops_limit
 from metaprune.benchmarks.steps import Steps
 from metaprune.config import build_space
-from metaprune.data import build_datasets, make_loader
-from metaprune.engine import evaluate
+from metaprune.data import build_datasets, make_loader, recalibration_batches
+from metaprune.engine import evaluate, recalibrate_bn
 from metaprune.engine.identity import file_hash
 from metaprune.io import read_json
 from metaprune.prune import (
@@ -91,6 +91,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--kd", action="store_true", help="fine-tune distilling from the unpruned")
     ap.add_argument("--finetune-lr", type=float, help="fine-tuning lr (default: the recipe's)")
     ap.add_argument("--batch-size", type=int, default=64, help="criteria's scoring batches")
+    ap.add_argument("--recalib-batches", type=int, default=0, help="BN recalibration batches")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     return ap.parse_args(argv)
@@ -248,7 +249,12 @@ def finetune_step(
         rows.append(scratch_step(steps, args, cfg, winner))
     for label, block in runs.items():
         pcfg = PruneConfig(
-            source=full["dir"], batch_size=args.batch_size, seed=args.seed, kd=args.kd, **block
+            source=full["dir"],
+            batch_size=args.batch_size,
+            recalib_batches=args.recalib_batches,
+            seed=args.seed,
+            kd=args.kd,
+            **block,
         )
         run_cfg = copy.deepcopy(cfg)
         with open_dict(run_cfg):
@@ -368,6 +374,7 @@ def peer_step(
     net.load_state_dict(model.state_dict(), strict=True)
     out = steps.root / "finetune" / "torch_pruning_magnitude"
     init = {
+        "recalib_batches": args.recalib_batches,
         "kind": "torch-pruning",
         "importance": "magnitude-l1",
         "ratio": hi,
@@ -377,6 +384,11 @@ def peer_step(
 
     def compute() -> dict[str, Any]:
         data = build_datasets(run_cfg.data)
+        if args.recalib_batches:  # as prune.recalib_batches does for the criteria
+            n, size = args.recalib_batches, args.batch_size
+            recalibrate_bn(
+                net, recalibration_batches(data.train, n, size, augment=False, seed=args.seed)
+            )
         loader = make_loader(data.search, 500, train=False)
         before = evaluate(net, loader)[0] if len(data.search) else None
         r = retrain(run_cfg, out, config, start=(net, init))
