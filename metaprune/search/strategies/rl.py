@@ -6,8 +6,8 @@ hierarchy and emits a pruning decision per layer, trained with policy gradients;
 controller): the LSTM walks the genes in network order and emits one width choice per gene, a
 softmax over that gene's choices; its input at gene ``i`` is an embedding of the choice made at
 gene ``i - 1`` (a start token at the first) plus, when the scorer offers per-gene feature vectors
-(``scorer.gene_features()``, an ``(n_genes, d)`` array, e.g. a graph-encoded PruningNet's node
-embeddings; ``rl.gene_features``), a linear map of gene ``i``'s vector.  Each generation samples
+(``scorer.gene_features()``, an ``(n_genes, d)`` array: the proxy scorer's graph-encoded
+PruningNet's gene embeddings; ``rl.gene_features``), a linear map of gene ``i``'s vector.  Each generation samples
 configs until ``population`` new feasible ones are found (or ``population x max_redraws``
 samples were drawn); the engine scores the new ones, and one REINFORCE step (Williams, 1992;
 Adam) follows on the generation's distinct samples: loss = -mean(advantage x log-prob) -
@@ -16,7 +16,7 @@ Adam) follows on the generation's distinct samples: loss = -mean(advantage x log
 
 * each distinct config counts once per update, however often it was sampled (counting every
   repeat, the policy collapsed onto a few networks and found no new ones long before the
-  budget was spent: on the CBM MobileNet space at 50 % FLOPs, 779 of 1,000 candidates);
+  budget was spent: a run on the CBM MobileNet space at 50 % FLOPs scored 779 of its 1,004);
 * slots the controller cannot fill with new networks within its draws are filled with the
   engine's random draws (as the GA's random fill), which stay out of the update (off-policy);
 * the advantage is divided by the square root of a moving average of its square (same decay),
