@@ -200,6 +200,7 @@ def kill_channel(model, space, gene: str, channel: int) -> None:
         ("fisher", {"batches": 2}),
         ("distortion", {}),
         ("distortion", {"mode": "exact", "batches": 1}),
+        ("distortion", {"probes": 3}),
     ],
 )
 def test_data_criteria_rank_a_planted_dead_channel_last(name, options):
@@ -226,6 +227,18 @@ def test_ga_keeps_a_planted_important_channel():
     keep = keep_top(scores, {"last": 16})  # the searched width: the GA's winner
     assert set(planted) <= set(keep["last"].tolist())
     assert scores["last"][planted].min() >= 1.0
+
+
+def test_distortion_probes_estimate_the_per_class_sum_without_bias():
+    space = space_of("cbm_mobilenet")
+    model = trained_like(space)
+    exact = make_criterion("distortion", {"batches": 1}).score(model, space, batches())
+    probed = make_criterion("distortion", {"batches": 1, "probes": 300}).score(
+        model, space, batches()
+    )
+    for gene in ("stage1", "last"):
+        assert torch.allclose(probed[gene].sum(), exact[gene].sum(), rtol=0.15)
+        assert torch.corrcoef(torch.stack([probed[gene], exact[gene]]))[0, 1] > 0.9
 
 
 def test_lrf_compensation_reduces_the_output_error_of_removal():

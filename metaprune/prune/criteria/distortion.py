@@ -6,7 +6,8 @@ The distortion of removing channel ``c`` is the mean squared change of the logit
 ``D_c = E_x ||f(x) - f_{-c}(x)||^2``, on ``batches`` calibration batches in eval mode.  How it is
 approximated: ``mode=linear`` (default) linearises the network in the channel's mask ``m`` (1 -> 0),
 ``f_{-c}(x) ~ f(x) - df/dm_c``, so ``D_c ~ E_x sum_k (df_k(x) / dm_c)^2``: one backward pass a
-class for every channel at once (per-sample masks); ``mode=exact`` removes each channel in turn
+class for every channel at once (per-sample masks), or with ``probes`` its unbiased estimate
+from that many random Gaussian projections of the logits (for many classes); ``mode=exact`` removes each channel in turn
 (one forward pass a channel, for small networks).  Coupled channels share the mask.  Distortions
 of channels removed together are taken as additive (the paper's assumption), and global allocation
 minimises distortion per unit of rate, the FLOPs saved (``normalise``).  Departure: the paper
@@ -34,13 +35,17 @@ class Distortion(Criterion):
     name = "distortion"
     normalise = "flops"
 
-    def __init__(self, batches: int = 4, mode: str = "linear", normalise: str = "flops") -> None:
-        if batches < 1 or mode not in MODES or normalise not in NORMALISERS[1:]:
+    def __init__(
+        self, batches: int = 4, mode: str = "linear", normalise: str = "flops", probes: int = 0
+    ) -> None:
+        if batches < 1 or mode not in MODES or normalise not in NORMALISERS[1:] or probes < 0:
             raise ValueError(
-                f"needs batches >= 1, mode in {MODES} and normalise in {NORMALISERS[1:]}, got "
-                f"{batches}, {mode!r}, {normalise!r}"
+                f"needs batches >= 1, mode in {MODES}, normalise in {NORMALISERS[1:]} and "
+                f"probes >= 0, got {batches}, {mode!r}, {normalise!r}, {probes}"
             )
         self.batches, self.mode, self.normalise = int(batches), mode, normalise
+        self.probes = int(probes)
+        self._rng = torch.Generator().manual_seed(0)
 
     def score(self, model: nn.Module, space: ChannelSpace, batches: Batches) -> Scores:
         model.eval()
@@ -53,13 +58,23 @@ class Distortion(Criterion):
             n += len(x)
         return {g: (t / n).float() for g, t in total.items()}
 
-    @staticmethod
-    def _linear(model: nn.Module, space: ChannelSpace, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Summed over the batch: ``sum_k (df_k / dm_c)^2`` for every channel."""
-        per_class = mask_gradients(model, space, x, lambda z: list(z.sum(0)))
+    def _linear(
+        self, model: nn.Module, space: ChannelSpace, x: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Summed over the batch: ``sum_k (df_k / dm_c)^2`` for every channel; with ``probes``,
+        its unbiased estimate ``mean_p (v_p . df / dm_c)^2`` over Gaussian probes ``v_p``
+        (``probes`` backward passes instead of one a class)."""
+        shape = (len(x), space.num_classes)
+        probes = [torch.randn(shape, generator=self._rng).to(x.device) for _ in range(self.probes)]
+
+        def outputs(z: torch.Tensor) -> list[torch.Tensor]:
+            return [(z * v).sum() for v in probes] if probes else list(z.sum(0))
+
+        scale = 1.0 / self.probes if self.probes else 1.0
+        grads = mask_gradients(model, space, x, outputs)
         return {
-            g: sum(grads[g].detach().double().pow(2).sum(0).cpu() for grads in per_class)
-            for g in per_class[0]
+            g: scale * sum(gr[g].detach().double().pow(2).sum(0).cpu() for gr in grads)
+            for g in grads[0]
         }
 
     @staticmethod
