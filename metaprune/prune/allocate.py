@@ -12,10 +12,10 @@ memory; a rate-distortion view, by rate).
 Rounding to the space's width choices: the papers remove one channel at a time; here every
 removal step takes a gene from its width choice to the next smaller one (its lowest-scoring
 channels in between go together; of equally important steps, the one saving most of the target's
-cost), and the greedy loop stops at the first configuration whose cost
-is at or under the target, so the result is always one of the space's configurations and never
-over budget.  Cost ``memory`` is the output feature-map elements of every conv at batch 1 (the
-paper's memory of activations; the input image excluded).
+cost), and the greedy loop stops at the first configuration whose cost is at or under the
+target, so the result is always one of the space's configurations and never over budget.  Cost
+``memory`` is the output feature-map elements of every conv at batch 1 (the paper's memory of
+activations; the input image excluded); ``latency`` is the project's table-based predictor.
 """
 
 from __future__ import annotations
