@@ -75,6 +75,28 @@ def test_spearman_rho_and_percentile():
     assert percentile(np.array([3.0, 2.0]), 3.0) == 0.0
 
 
+def test_picks_follow_the_proxy_best_feasible_row(results_file):
+    from metaprune.benchmarks.keys import key_config
+    from metaprune.benchmarks.quality import picks, to_match
+
+    res = load_results(results_file)
+    space = create_space("cbm_mobilenet", choices=SUB)
+    keys = sorted(res.configs(space), key=lambda k: res.flops[res.row[k]])
+    small, mid, big = keys[0], keys[1], keys[-1]  # the two smallest are under 50 %
+
+    def row(i, key, acc, full=True):
+        genes, flops = list(key_config(space, key).indices), int(res.flops[res.row[key]])
+        return {"id": i, "genes": genes, "accuracy": acc, "flops": flops, "full": full}
+
+    # the big network is over the 50 % target; a racing-stopped row never becomes the pick
+    rows = [row(0, small, 0.2), row(1, big, 0.9), row(2, mid, 0.95, full=False), row(3, mid, 0.3)]
+    (curve,) = picks(res, space, [0.5], rows)
+    acc = lambda k: float(res.mean[res.row[k]])  # noqa: E731
+    assert curve == [acc(small), acc(small), acc(small), acc(mid)]
+    assert to_match(curve, acc(mid)) == (4 if acc(mid) > acc(small) else 1)
+    assert to_match(curve, 101.0) is None
+
+
 def test_rank_correlations_on_the_same_entries(results_file):
     res = load_results(results_file)
     keys = list(res.keys[:60])
@@ -188,7 +210,9 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
         "--search-population",
         "4",
         "--search-generations",
-        "1",
+        "2",
+        "--search-strategies",
+        "ga+surrogate",
     ]
     args += ["--targets", "0.75", "--set", CHOICES, *FAKE]
     out = tool.main(args)
@@ -207,6 +231,13 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     assert judged["winner"] in res.row
     assert judged["regret"] == pytest.approx(judged["best_acc"] - judged["winner_acc"])
     assert judged["uniform"] == "1111111"  # 2222222 is above 75 % of its own FLOPs
+    runs = out["search_strategies"]
+    assert set(runs) == {"ga", "ga+surrogate"} and runs["ga"] == out["search"]
+    # the surrogate scores fewer configs; the pick curve ends at the winner
+    assert runs["ga+surrogate"]["scored"] < runs["ga"]["scored"] == len(runs["ga"]["picks"][0])
+    for r in runs.values():
+        assert r["picks"][0][-1] == pytest.approx(r["targets"][0]["winner_acc"])
+    assert "| ga+surrogate |" in (root / "search_strategies.md").read_text()
     assert set(out["knobs"]["correlations"]) == {"default", "clean_recalib", "split_8", "epochs_2"}
     assert (root / "knobs.md").read_text().count("## ") == 4
     assert (root / "train_e2" / "pruningnet.pt").is_file() and not (root / "train_e1").exists()
@@ -214,7 +245,7 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     monkeypatch.setattr("metaprune.train.train", _must_not_run)
     monkeypatch.setattr(quality_mod.ProxyBench, "score", _must_not_run)
     again = tool.main(args)
-    assert again["proxy"] == proxy and again["search"] == out["search"]
+    assert again["proxy"] == proxy and again["search_strategies"] == runs
     assert again["knobs"] == out["knobs"]
 
 

@@ -13,7 +13,9 @@ from other inputs is refused, naming them):
 * ``proxy``: ``--configs`` random networks and the uniform ones scored by the search's proxy
   scorer (racing off); Kendall tau / Spearman rho against the benchmark (``proxy.md``,
   ``proxy.png``),
-* ``search``: the paper's GA with the proxy at each target, winners judged (``search.md``),
+* ``search``: the paper's GA with the proxy at each target, winners judged (``search.md``), and
+  the strategies of ``--search-strategies`` beside it (``search_<strategy>.md``; scored configs
+  until their pick is as good as the GA's winner: ``search_strategies.md``),
 * ``knobs``: the proxy figures on ``--knob-configs`` networks for other scorer settings and
   for PruningNets trained for ``--knob-epochs`` epochs (``knobs.md``).
 
@@ -47,11 +49,13 @@ from metaprune.benchmarks.quality import (
     proxy_step,
     search_markdown,
     search_step,
+    strategies_markdown,
     train_step,
 )
 from metaprune.benchmarks.steps import Steps
 from metaprune.config import build_space
 from metaprune.engine.identity import file_hash
+from metaprune.io import atomic_write_text
 from metaprune.schema import load_config
 from metaprune.search import SearchConfig
 
@@ -92,6 +96,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--search-population", type=int, default=16, help="paper: 50")
     ap.add_argument("--search-generations", type=int, default=4, help="paper: 20")
+    ap.add_argument(
+        "--search-strategies",
+        nargs="+",
+        default=["ga"],
+        help="search: strategies beside the paper's ga, each its own run (e.g. ga+surrogate)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the proxy's random networks")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     return ap.parse_args(argv)
@@ -158,8 +168,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"## Proxy against the benchmark ({steps.root / 'proxy.png'})\n")
         print(correlation_markdown(rows))
     if "search" in later:
-        out["search"] = search_step(steps, cfg, bench, results, args.targets)
+        names = ["ga", *(s for s in args.search_strategies if s != "ga")]
+        runs = {s: search_step(steps, cfg, bench, results, args.targets, s) for s in names}
+        out["search"] = runs["ga"]
         print(f"## Proxy-scored search\n\n{search_markdown(out['search'])}")
+        if len(runs) > 1:
+            out["search_strategies"] = runs
+            text = strategies_markdown(runs)
+            atomic_write_text(steps.root / "search_strategies.md", text)
+            print(f"## Proxy-scored strategies\n\n{text}")
     if "knobs" in later:
         others = {}
         for e in sorted(set(args.knob_epochs) - {args.epochs}):

@@ -27,6 +27,7 @@ proxy's on the search split of the data the PruningNet was trained on.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from metaprune.benchmarks.keys import config_key, key_config
-from metaprune.benchmarks.oracle import feasible_means, flops_limit
+from metaprune.benchmarks.oracle import feasible_means, flops_limit, strategy_overrides
 from metaprune.benchmarks.reference import percentile, rank_correlations
 from metaprune.benchmarks.results import BenchmarkResults
 from metaprune.benchmarks.steps import Steps, save_figure
@@ -46,6 +47,7 @@ from metaprune.engine.identity import file_hash, require_identity
 from metaprune.groups import to_dataclass
 from metaprune.io import atomic_write_json, atomic_write_text, read_json
 from metaprune.search.config import ScorerConfig, SearchConfig
+from metaprune.search.results import fully_evaluated
 from metaprune.space import ChannelSpace
 
 CHUNK = 25
@@ -224,25 +226,67 @@ def search_step(
     bench: ProxyBench,
     results: BenchmarkResults,
     targets: Sequence[float],
+    strategy: str = "ga",
 ) -> dict[str, Any]:
-    """The paper's GA scored by the proxy at each FLOPs target (``cfg.search`` otherwise),
-    resumable in ``<root>/search``; each winner judged by the benchmark."""
+    """A search scored by the proxy at each FLOPs target (``cfg.search`` otherwise): the paper's
+    GA, or another strategy of :func:`~metaprune.benchmarks.oracle.strategy_overrides` (e.g.
+    ``ga+surrogate``), resumable in ``<root>/search`` (``<root>/search_<strategy>``); each
+    winner judged by the benchmark, and the benchmark accuracy of the proxy's pick after each
+    scored config (``picks``: recomputed from the stored run, so older results gain it)."""
     from metaprune.search import search
+    from metaprune.search.results import load_search
 
-    scfg = OmegaConf.merge(cfg, {"search": {"algorithm": "ga", "targets": list(targets)}})
+    strategies = strategy_overrides(int(cfg.search.population))
+    if strategy not in strategies:
+        raise ValueError(f"unknown search strategy {strategy!r}; choose one of {list(strategies)}")
+    over = {**strategies[strategy], "targets": list(targets)}
+    scfg = OmegaConf.merge(cfg, {"search": over})
     # SearchConfig.to_dict: options added later enter the identity only when set
     ident = {**bench.identity, "search": SearchConfig.from_any(scfg.search).to_dict()}
     ident["search"].pop("resume", None)
-    out = workdir(steps.root / "search", ident)
+    name = "search" if strategy == "ga" else f"search_{strategy}"
+    out = workdir(steps.root / name, ident)
 
     def compute() -> dict[str, Any]:
+        t0 = time.perf_counter()
         resumed = OmegaConf.merge(scfg, {"search": {"resume": True}})
         run = search(resumed, out, bench.path)
-        return judge(results, bench.space, targets, run.winners)
+        judged = judge(results, bench.space, targets, run.winners)
+        return {**judged, "scored": len(run.rows), "seconds": time.perf_counter() - t0}
 
-    res = steps.run("search", ident, compute)
-    atomic_write_text(steps.root / "search.md", search_markdown(res))
+    res = steps.run(name, ident, compute)
+    res = {**res, "picks": picks(results, bench.space, targets, load_search(out).rows)}
+    atomic_write_text(steps.root / f"{name}.md", search_markdown(res))
     return res
+
+
+def picks(
+    results: BenchmarkResults,
+    space: ChannelSpace,
+    targets: Sequence[float],
+    rows: Sequence[Mapping[str, Any]],
+) -> list[list[float | None]]:
+    """Per target, after each scored config (the search's rows in scoring order): the benchmark
+    mean (%) of the network the proxy would pick then (the best fully evaluated feasible row,
+    ties to fewer FLOPs and the earlier row, as the search's winner; ``None`` before the
+    first)."""
+    rank = lambda r: (-r["accuracy"], r["flops"], r["id"])  # noqa: E731
+    out = []
+    for t in targets:
+        limit, best, curve = flops_limit(results, space, t), None, []
+        for r in rows:
+            feasible = fully_evaluated(r) and r["flops"] <= limit
+            if feasible and (best is None or rank(r) < rank(best)):
+                best = r
+            key = None if best is None else config_key(space.config(best["genes"]))
+            curve.append(None if key is None else float(results.mean[results.row[key]]))
+        out.append(curve)
+    return out
+
+
+def to_match(curve: Sequence[float | None], level: float) -> int | None:
+    """Scored configs until ``curve`` (:func:`picks`) first reaches ``level`` (``None``: never)."""
+    return next((i + 1 for i, v in enumerate(curve) if v is not None and v >= level), None)
 
 
 def judge(
@@ -296,6 +340,31 @@ def search_markdown(res: Mapping[str, Any]) -> str:
             f"{r['winner_acc']:.2f} | {r['percentile']:.2f} | {r['regret']:.2f} | "
             f"{r['best_acc']:.2f} | {u} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def strategies_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """Proxy-scored searches side by side (``runs``: :func:`search_step` results by strategy,
+    the paper's ``ga`` among them): per target, scored configs, wall time, the winner's
+    benchmark mean, and the scored configs until the proxy's pick was as good (by the benchmark)
+    as the GA's final winner."""
+    lines = [
+        "| FLOPs target | search | scored configs (all targets) | wall time | winner benchmark "
+        "mean (%) | scored configs until its pick >= the GA winner's benchmark mean |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    ga = runs["ga"]
+    for i, g in enumerate(ga["targets"]):
+        for label, res in runs.items():
+            r = res["targets"][i]
+            acc = "-" if "winner" not in r else f"{r['winner_acc']:.2f}"
+            until = None if "winner" not in g else to_match(res["picks"][i], g["winner_acc"])
+            secs = "-" if res.get("seconds") is None else f"{res['seconds'] / 60:.0f} min"
+            scored = res.get("scored", len(res["picks"][i]))
+            lines.append(
+                f"| <= {g['target']:.0%} | {label} | {scored} | {secs} | {acc} | "
+                f"{'never' if until is None else until} |"
+            )
     return "\n".join(lines) + "\n"
 
 
