@@ -1,5 +1,6 @@
 """Shared test fixtures: tiny channel spaces of every registered family, analytic stand-ins for
-the search proxy (cheap scorers), and torchrun-like ranks (their environment, spawning them)."""
+the search proxy (cheap scorers), a small search for the strategy tests, and torchrun-like ranks
+(their environment, spawning them)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,33 @@ def tiny_space() -> Callable[..., ChannelSpace]:
         return create_space(name, **kw)
 
     return make
+
+
+SMALL_SEARCH: dict[str, Any] = {
+    "population": 10,
+    "generations": 5,
+    "parents": 3,
+    "mutation_children": 4,  # ignored by random and rl (validated all the same)
+    "crossover_children": 4,
+    "tensorboard": False,
+}
+"""The strategy tests' search: 10 candidates x 5 generations a stage."""
+
+
+@pytest.fixture(scope="module")
+def search_space() -> ChannelSpace:
+    """The space the strategy tests search: ResNet-20 x0.5 at 8x8 px, 5 classes."""
+    return create_space("resnet20", width_mult=0.5, input_size=8, num_classes=5)
+
+
+def run_small(space: ChannelSpace, out: Any, scorer: Any = None, **kw: Any) -> tuple[Any, Any]:
+    """A :data:`SMALL_SEARCH` (``kw`` over it) of ``space`` into ``out`` scored by ``scorer``
+    (an :class:`Analytic` by default): the finished run and the scorer."""
+    from metaprune.search import SearchConfig, default_costs, run_search
+
+    scorer = scorer or Analytic(space)
+    cfg = SearchConfig(**{**SMALL_SEARCH, **kw})
+    return run_search(space, scorer, default_costs(space), cfg, out), scorer
 
 
 class WidthScorer:

@@ -4,34 +4,18 @@ stages and budget, deterministic and resumable, and a policy that learns a plant
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import Analytic
+from conftest import SMALL_SEARCH, Analytic, run_small
 
 from metaprune import create_space
 from metaprune.schema import load_config
-from metaprune.search import Evolution, SearchConfig, default_costs, run_search
+from metaprune.search import Evolution, SearchConfig, default_costs
 from metaprune.search.config import RLConfig
 from metaprune.search.evolution import search_identity
 from metaprune.search.strategies import STRATEGIES, ReinforceController
 from metaprune.search.strategies.rl import Controller
-
-SMALL = {
-    "algorithm": "rl",
-    "population": 10,
-    "generations": 5,
-    "parents": 3,
-    "mutation_children": 4,  # ignored by rl (validated against the population all the same)
-    "crossover_children": 4,
-    "tensorboard": False,
-}
-
-
-@pytest.fixture(scope="module")
-def space():
-    return create_space("resnet20", width_mult=0.5, input_size=8, num_classes=5)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +25,7 @@ def cbm():
 
 
 def go(space, out, scorer=None, **kw):
-    scorer = scorer or Analytic(space)
-    cfg = SearchConfig(**{**SMALL, **kw})
-    return run_search(space, scorer, default_costs(space), cfg, out), scorer
+    return run_small(space, out, scorer, **{"algorithm": "rl", **kw})
 
 
 def test_registered_and_composed_from_its_config_file():
@@ -63,37 +45,12 @@ def test_registered_and_composed_from_its_config_file():
             SearchConfig(algorithm="rl", rl=RLConfig(**bad)).validate()
 
 
-def test_candidates_meet_bounds_fill_generations_never_twice(space, tmp_path):
-    run, scorer = go(space, tmp_path, targets=[[0.3, 0.6], 0.8], constraints={"params": 0.7})
-    rows = [r for r in run.table() if r["stage"] != "baseline"]
-    max_f, max_p = run.meta["max_cost"]["flops"], run.meta["max_cost"]["params"]
-    for stage, (lo, hi) in (("target_0", (0.3, 0.6)), ("target_1", (0.0, 0.8))):
-        mine = [r for r in rows if r["stage"] == stage]
-        per_gen = Counter(r["generation"] for r in mine)
-        assert per_gen == {g: SMALL["population"] for g in range(SMALL["generations"])}
-        assert all(lo * max_f <= r["flops"] <= hi * max_f for r in mine)
-        assert all(r["params"] <= 0.7 * max_p for r in mine)
-    assert max(scorer.counts.values()) == 1  # no network scored twice, in or across stages
-    assert run.winners[0]["best"] == run.best(flops=[0.3, 0.6], params=0.7)
-
-
-def test_deterministic_and_resumes_exactly(space, tmp_path):
-    kw = {"targets": [0.5, 0.8]}
-    full, done = go(space, tmp_path / "full", **kw)
-    again, _ = go(space, tmp_path / "again", **kw)
-    other, _ = go(space, tmp_path / "other", seed=1, **kw)
-    assert again.table() == full.table()
-    assert [r["genes"] for r in other.table()] != [r["genes"] for r in full.table()]
-    state = json.loads((tmp_path / "full" / "search_state.json").read_text())["strategy"]
+def test_the_checkpoint_holds_the_controller(search_space, tmp_path):
+    """Its weights, optimiser, generator and baselines (the resume test of every strategy is in
+    test_search_strategies.py)."""
+    go(search_space, tmp_path, targets=[0.5, 0.8])
+    state = json.loads((tmp_path / "search_state.json").read_text())["strategy"]
     assert state["stage"] == "target_1" and isinstance(state["torch"], str)
-    # killed in the second stage's third generation: the controller's weights, optimiser,
-    # generator and baselines come back from the checkpoint
-    with pytest.raises(KeyboardInterrupt):
-        go(space, tmp_path / "killed", scorer=Analytic(space, fail_at=done.calls - 3), **kw)
-    resumed, scorer = go(space, tmp_path / "killed", resume=True, **kw)
-    assert scorer.calls == 4  # the killed generation and the three after it
-    assert resumed.table() == full.table()
-    assert resumed.winners == full.winners
 
 
 class Planted:
@@ -108,7 +65,7 @@ class Planted:
 
 def test_policy_moves_toward_a_planted_optimum(cbm, tmp_path):
     planted = [3, 0, 2, 1, 3, 0, 2]
-    cfg = SearchConfig(**{**SMALL, "population": 20, "generations": 12})
+    cfg = SearchConfig(**{**SMALL_SEARCH, "algorithm": "rl", "population": 20, "generations": 12})
     eng = Evolution(cbm, Planted(planted), default_costs(cbm), cfg, tmp_path, write=False)
     run = eng.run()
     trained = eng.strategy.controller
@@ -122,24 +79,27 @@ def test_policy_moves_toward_a_planted_optimum(cbm, tmp_path):
 class WithFeatures(Analytic):
     """The analytic scorer offering per-gene feature vectors (as a graph encoder would)."""
 
-    def __init__(self, space, dim: int = 3) -> None:
-        super().__init__(space)
+    def __init__(self, search_space, dim: int = 3) -> None:
+        super().__init__(search_space)
         self.dim = dim
 
     def gene_features(self):
         return np.random.default_rng(0).normal(size=(len(self.space.genes), self.dim))
 
 
-def test_per_gene_features_feed_the_controller(space, tmp_path):
-    plain, _ = go(space, tmp_path / "plain")
-    fed, _ = go(space, tmp_path / "fed", scorer=WithFeatures(space))
+def test_per_gene_features_feed_the_controller(search_space, tmp_path):
+    plain, _ = go(search_space, tmp_path / "plain")
+    fed, _ = go(search_space, tmp_path / "fed", scorer=WithFeatures(search_space))
     off, _ = go(
-        space, tmp_path / "off", scorer=WithFeatures(space), rl=RLConfig(gene_features=False)
+        search_space,
+        tmp_path / "off",
+        scorer=WithFeatures(search_space),
+        rl=RLConfig(gene_features=False),
     )
     assert [r["genes"] for r in fed.table()] != [r["genes"] for r in plain.table()]
     assert off.table() == plain.table()
     with pytest.raises(ValueError, match=r"gene_features\(\) must be \(n_genes=12, d\)"):
-        go(space, tmp_path / "bad", scorer=WrongShape(space))
+        go(search_space, tmp_path / "bad", scorer=WrongShape(search_space))
 
 
 class WrongShape(Analytic):

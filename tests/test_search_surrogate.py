@@ -11,40 +11,24 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import Analytic
+from conftest import SMALL_SEARCH, run_small
 
-from metaprune import create_space
 from metaprune.cost.latency import kendall_tau
-from metaprune.search import SearchConfig, default_costs, run_search
+from metaprune.search import SearchConfig
 from metaprune.search.evolution import search_identity
 from metaprune.search.strategies.surrogate import SURROGATES, Ridge, Screen
 
-SMALL = {
-    "population": 10,
-    "generations": 5,
-    "parents": 3,
-    "mutation_children": 4,
-    "crossover_children": 4,
-    "tensorboard": False,
-}
 SCREENED = {"surrogate": "ridge", "surrogate_pool": 4, "surrogate_scored": 3}
 
 
-@pytest.fixture(scope="module")
-def space():
-    return create_space("resnet20", width_mult=0.5, input_size=8, num_classes=5)
-
-
 def go(space, out, scorer=None, **kw):
-    scorer = scorer or Analytic(space)
-    cfg = SearchConfig(**{**SMALL, **kw})
-    return run_search(space, scorer, default_costs(space), cfg, out), scorer
+    return run_small(space, out, scorer, **{**kw})
 
 
-def test_without_a_surrogate_the_ga_is_unchanged(space, tmp_path):
+def test_without_a_surrogate_the_ga_is_unchanged(search_space, tmp_path):
     """The genes of a GA search as they were before surrogates existed (a digest), and a
     default search's identity without the new keys."""
-    run, _ = go(space, tmp_path, targets=[0.5], generations=4)
+    run, _ = go(search_space, tmp_path, targets=[0.5], generations=4)
     genes = [r["genes"] for r in sorted(run.table(), key=lambda r: r["id"])]
     assert hashlib.sha256(json.dumps(genes).encode()).hexdigest()[:16] == "a0e24706c47b74e8"
     new_keys = {"rl", "surrogate", "surrogate_pool", "surrogate_scored"}
@@ -53,14 +37,14 @@ def test_without_a_surrogate_the_ga_is_unchanged(space, tmp_path):
     assert "surrogate" not in run.table()[-1]
 
 
-def test_only_picked_children_are_scored_and_no_unscored_config_wins(space, tmp_path):
-    run, scorer = go(space, tmp_path, targets=[0.5, 0.8], **SCREENED)
+def test_only_picked_children_are_scored_and_no_unscored_config_wins(search_space, tmp_path):
+    run, scorer = go(search_space, tmp_path, targets=[0.5, 0.8], **SCREENED)
     rows = run.table()
     assert Counter(tuple(r["widths"]) for r in rows) == scorer.counts  # every row scored once
     assert max(scorer.counts.values()) == 1
     for stage in ("target_0", "target_1"):
         per_gen = Counter(r["generation"] for r in rows if r["stage"] == stage)
-        assert per_gen == {0: 10, **{g: 3 for g in range(1, SMALL["generations"])}}
+        assert per_gen == {0: 10, **{g: 3 for g in range(1, SMALL_SEARCH["generations"])}}
     screened = [r for r in rows if r["stage"] != "baseline" and r["generation"] > 0]
     assert all("surrogate" in r for r in screened)
     max_f = run.meta["max_cost"]["flops"]
@@ -70,7 +54,7 @@ def test_only_picked_children_are_scored_and_no_unscored_config_wins(space, tmp_
         assert w["best"]["accuracy"] == max(r["accuracy"] for r in scored)
 
 
-def test_pool_members_left_unscored_leave_the_visited_set(space, tmp_path, monkeypatch):
+def test_pool_members_left_unscored_leave_the_visited_set(search_space, tmp_path, monkeypatch):
     seen: list[tuple[int, int, int]] = []
     select = Screen.select
 
@@ -91,13 +75,13 @@ def test_pool_members_left_unscored_leave_the_visited_set(space, tmp_path, monke
         return keep
 
     monkeypatch.setattr(Screen, "select", spy)
-    go(space, tmp_path, targets=[0.5], **SCREENED)
+    go(search_space, tmp_path, targets=[0.5], **SCREENED)
     assert seen and all(p == 4 * 10 and k == 3 and n == 3 for p, k, n in seen)
 
 
-def test_the_surrogate_ranks_and_its_tau_is_logged(space, tmp_path, caplog):
+def test_the_surrogate_ranks_and_its_tau_is_logged(search_space, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="metaprune.search.strategies.surrogate"):
-        run, _ = go(space, tmp_path, generations=6, surrogate="ridge", surrogate_scored=6)
+        run, _ = go(search_space, tmp_path, generations=6, surrogate="ridge", surrogate_scored=6)
     logged = [r.getMessage() for r in caplog.records if "Kendall tau" in r.getMessage()]
     assert len(logged) == 5  # every generation after the first
     rows = [r for r in run.table() if "surrogate" in r]
@@ -113,19 +97,6 @@ def test_ridge_recovers_an_additive_function():
     assert SURROGATES["ridge"] is Ridge
 
 
-def test_deterministic_and_resumes_exactly(space, tmp_path):
-    kw = {"targets": [0.5, 0.8], **SCREENED}
-    full, done = go(space, tmp_path / "full", **kw)
-    again, _ = go(space, tmp_path / "again", **kw)
-    assert again.table() == full.table()
-    with pytest.raises(KeyboardInterrupt):
-        go(space, tmp_path / "killed", scorer=Analytic(space, fail_at=done.calls - 3), **kw)
-    resumed, scorer = go(space, tmp_path / "killed", resume=True, **kw)
-    assert scorer.calls == 4  # the killed generation and the three after it
-    assert resumed.table() == full.table()
-    assert resumed.winners == full.winners
-
-
 @pytest.mark.parametrize(
     ("kw", "msg"),
     [
@@ -138,4 +109,4 @@ def test_deterministic_and_resumes_exactly(space, tmp_path):
 )
 def test_bad_surrogate_settings_are_refused(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        SearchConfig(**{**SMALL, **kw}).validate()
+        SearchConfig(**{**SMALL_SEARCH, **kw}).validate()
