@@ -77,7 +77,8 @@ def test_spearman_rho_and_percentile():
 
 def test_picks_follow_the_proxy_best_feasible_row(results_file):
     from metaprune.benchmarks.keys import key_config
-    from metaprune.benchmarks.quality import picks, to_match
+    from metaprune.benchmarks.oracle import to_match
+    from metaprune.benchmarks.quality import picks
 
     res = load_results(results_file)
     space = create_space("cbm_mobilenet", choices=SUB)

@@ -67,6 +67,12 @@ def strategy_overrides(population: int) -> dict[str, dict[str, Any]]:
     }
 
 
+def to_match(curve: Sequence[float | None], level: float) -> int | None:
+    """Scored configs until ``curve`` (an accuracy after each scored config, ``None`` before the
+    first) first reaches ``level`` (``None``: never)."""
+    return next((i + 1 for i, v in enumerate(curve) if v is not None and v >= level), None)
+
+
 def oracle_run(
     space: ChannelSpace,
     scorer: BenchmarkScorer,
@@ -92,16 +98,12 @@ def oracle_run(
     limit = flops_limit(results, space, target)
     trace: list[float | None] = []
     best: float | None = None
-    to_best = to_top = None
-    for i, row in enumerate(sorted(run.table(), key=lambda r: r["id"]), start=1):
+    for row in sorted(run.table(), key=lambda r: r["id"]):
         if row["flops"] <= limit:
             acc = float(results.mean[results.row[row["bench_key"]]])
             best = acc if best is None else max(best, acc)
         trace.append(best)
-        if best is not None and to_top is None and best >= top:
-            to_top = i
-        if best is not None and to_best is None and best >= feasible[0]:
-            to_best = i
+    to_best, to_top = to_match(trace, float(feasible[0])), to_match(trace, float(top))
     winner = run.winners[0]["best"]
     win_acc = float(results.mean[results.row[winner["bench_key"]]])
     return {

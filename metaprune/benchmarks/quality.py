@@ -37,7 +37,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from metaprune.benchmarks.keys import config_key, key_config
-from metaprune.benchmarks.oracle import feasible_means, flops_limit, strategy_overrides
+from metaprune.benchmarks.oracle import feasible_means, flops_limit, strategy_overrides, to_match
 from metaprune.benchmarks.reference import percentile, rank_correlations
 from metaprune.benchmarks.results import BenchmarkResults
 from metaprune.benchmarks.steps import Steps, save_figure
@@ -282,11 +282,6 @@ def picks(
             curve.append(None if key is None else float(results.mean[results.row[key]]))
         out.append(curve)
     return out
-
-
-def to_match(curve: Sequence[float | None], level: float) -> int | None:
-    """Scored configs until ``curve`` (:func:`picks`) first reaches ``level`` (``None``: never)."""
-    return next((i + 1 for i, v in enumerate(curve) if v is not None and v >= level), None)
 
 
 def judge(
