@@ -9,6 +9,10 @@ count, such as the input channels).  From that one description come
   (``build_pruned``),
 * the resolved :class:`Layer` list (names, kernel, stride, spatial size) that the analytic cost
   model, the PruningNet's meta blocks and the latency table all read,
+* the *removable* blocks (:attr:`Arch.removable`): residual blocks with an identity shortcut,
+  whose body can go altogether (leaving ``post(x)``), which a channel space with depth genes
+  switches on and off (beyond MetaPruning, which searches widths only; block removal is sparse
+  structure selection's, Huang & Wang, ECCV 2018, sec. 3.2),
 
 so that a family cannot disagree with its own cost model or hypernetwork.
 """
@@ -59,6 +63,8 @@ class Layer:
     depthwise: bool
     in_hw: tuple[int, int]
     out_hw: tuple[int, int]
+    block: int = -1
+    """Index of the block the layer belongs to (-1: the classifier)."""
 
 
 def _conv_out(hw: tuple[int, int], kernel: int, stride: int) -> tuple[int, int]:
@@ -85,13 +91,13 @@ class Arch:
             block_in = hw
             for j, conv in enumerate(block.body):
                 nxt = _conv_out(hw, conv.kernel, conv.stride)
-                out.append(_layer(f"features.{i}.body.{j}", conv, hw, nxt))
+                out.append(_layer(f"features.{i}.body.{j}", conv, hw, nxt, i))
                 hw = nxt
             if block.shortcut is not None:
                 sc = block.shortcut
                 out.append(
                     _layer(
-                        f"features.{i}.shortcut", sc, block_in, _conv_out(block_in, 1, sc.stride)
+                        f"features.{i}.shortcut", sc, block_in, _conv_out(block_in, 1, sc.stride), i
                     )
                 )
             if block.maxpool:
@@ -112,10 +118,46 @@ class Arch:
                     seen.setdefault(d)
         return list(seen)
 
+    def inner_genes(self, i: int) -> tuple[str, ...]:
+        """The genes only block ``i``'s body holds (not its input or output), sorted: they carry
+        nothing once the body's output is zero, and nothing at all once the body is gone."""
+        body = self.blocks[i].body
+        mine = {d for c in body for d in (c.cin, c.cout) if isinstance(d, str)}
+        for ly in self.layers:
+            if ly.block != i:
+                mine -= {ly.cin, ly.cout}
+        return tuple(sorted(mine - {body[0].cin, body[-1].cout}))
 
-def _layer(name: str, conv: Conv, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Layer:
+    @cached_property
+    def removable(self) -> dict[str, int]:
+        """Depth gene name -> index of every block whose body can be removed: a residual block
+        with an identity shortcut (``post(body(x) + x)`` becomes ``post(x)``).  The name is the
+        dotted prefix its inner genes share plus ``.depth`` (ResNet's ``s2.b1.mid`` gives
+        ``s2.b1.depth``), else ``features.<i>.depth``."""
+        out: dict[str, int] = {}
+        for i, b in enumerate(self.blocks):
+            if not (b.residual and b.shortcut is None):
+                continue
+            prefixes = {g.rpartition(".")[0] for g in self.inner_genes(i)}
+            name = f"{prefixes.pop()}.depth" if len(prefixes) == 1 and "" not in prefixes else ""
+            out[name if name and name not in self.genes_in_order else f"features.{i}.depth"] = i
+        return out
+
+
+def _layer(
+    name: str, conv: Conv, in_hw: tuple[int, int], out_hw: tuple[int, int], block: int
+) -> Layer:
     return Layer(
-        name, "conv", conv.cin, conv.cout, conv.kernel, conv.stride, conv.depthwise, in_hw, out_hw
+        name,
+        "conv",
+        conv.cin,
+        conv.cout,
+        conv.kernel,
+        conv.stride,
+        conv.depthwise,
+        in_hw,
+        out_hw,
+        block,
     )
 
 

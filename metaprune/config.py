@@ -30,7 +30,8 @@ def build_space(
     """The channel space of a ``model`` config group (``name`` plus family options).
 
     ``in_chans``, ``input_size`` and ``num_classes`` left null in the config are taken from the
-    data (``data_shape`` is (C, H, W)); ``space.choices`` replaces the paper's 31 ratios.
+    data (``data_shape`` is (C, H, W)); ``space.choices`` replaces the paper's 31 ratios;
+    ``space.depth`` adds a depth gene per removable block.
     """
     opts = to_plain(model)
     name = opts.pop("name")
@@ -42,8 +43,10 @@ def build_space(
     if opts.get("num_classes") is None and num_classes is not None:
         opts["num_classes"] = num_classes
     opts = {k: v for k, v in opts.items() if v is not None}
-    choices = to_plain(space).get("choices") if space is not None else None
-    return create_space(name, choices=choices, **opts)
+    group = to_plain(space) if space is not None else {}
+    return create_space(
+        name, choices=group.get("choices"), depth=group.get("depth", False), **opts
+    )
 
 
 class SupernetMismatchError(ValueError):

@@ -59,6 +59,10 @@ class SpaceConfig:
 
     choices: list[float] | None = None
     """Width ratios; null = the paper's 31 ratios 0.10, 0.13, ..., 1.00."""
+    depth: bool = False
+    """Add an on/off depth gene per removable residual block (identity shortcut), which
+    ``prune.criterion=sss`` switches off when the block's factor reaches zero; the PruningNet
+    and the search handle width genes only and refuse such a space."""
 
 
 @dataclass

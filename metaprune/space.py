@@ -6,6 +6,16 @@ encoding vector*: the channel count of every prunable layer, each picked from 31
 residual stage, a depthwise conv and its input) form one *gene*.  A :class:`ChannelConfig` holds one
 choice index per gene and is the single value that travels through training, search, cost model
 and retraining.
+
+Beyond the paper, a space made with ``depth=True`` (``space.depth=true``) also has a *depth gene*
+per removable residual block (:attr:`metaprune.arch.Arch.removable`), after the width genes, with
+the two choices off and on (:data:`DEPTH_CHOICES`: how many copies of the block's body there are);
+an off block's body is not built, and its inner genes (:meth:`metaprune.arch.Arch.inner_genes`)
+have width 0 in :meth:`ChannelSpace.widths`.  This is sparse structure selection's block removal
+(Huang & Wang, ECCV 2018, sec. 3.2).  Code that knows width genes only (the PruningNet, the
+search, latency tables, benchmark keys) refuses such a space with :class:`DepthSpaceError`
+(:meth:`ChannelSpace.require_widths_only`).  Without depth genes a space is exactly as before:
+the same genes and fingerprint.
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ from metaprune.arch import Arch, resolve
 
 DEFAULT_RATIOS: tuple[float, ...] = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
 """The paper's 31 width ratios 0.10, 0.13, ..., 1.00."""
+
+DEPTH_CHOICES: tuple[int, ...] = (0, 1)
+"""The choices of a depth gene: the block's body is absent (0) or present (1)."""
 
 RngLike = np.random.Generator | int | None
 
@@ -52,8 +65,14 @@ def widths_for(max_channels: int, ratios: Sequence[float]) -> tuple[int, ...]:
     return tuple(max(1, round(r * max_channels)) for r in ratios)
 
 
+class DepthSpaceError(ValueError):
+    """A space with depth genes handed to code that handles width genes only."""
+
+
 class ChannelSpace:
-    """The genes of one model family with its options, and the family's architecture."""
+    """The genes of one model family with its options, and the family's architecture.
+
+    ``depth=True`` adds a depth gene per removable block (module docstring)."""
 
     def __init__(
         self,
@@ -62,6 +81,7 @@ class ChannelSpace:
         arch: Arch,
         max_widths: Mapping[str, int],
         ratios: Sequence[float] = DEFAULT_RATIOS,
+        depth: bool = False,
     ) -> None:
         ratios = tuple(float(r) for r in ratios)
         if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
@@ -76,10 +96,21 @@ class ChannelSpace:
         missing = set(names) ^ set(max_widths)
         if missing:
             raise ValueError(f"genes and maximum widths disagree on {sorted(missing)}")
+        if not isinstance(depth, bool):
+            raise ValueError(f"space depth must be true or false, got {depth!r}")
+        self.depth_blocks: dict[str, int] = dict(arch.removable) if depth else {}
+        """Depth gene name -> index of its block (empty without depth genes)."""
+        if depth and not self.depth_blocks:
+            raise ValueError(
+                f"space.depth: {family} has no removable block (a residual block with an "
+                "identity shortcut) to give a depth gene"
+            )
         self.genes: tuple[Gene, ...] = tuple(
             Gene(n, max_widths[n], widths_for(max_widths[n], ratios)) for n in names
-        )
+        ) + tuple(Gene(n, 1, DEPTH_CHOICES) for n in self.depth_blocks)
         self.gene_index = {g.name: i for i, g in enumerate(self.genes)}
+        self._n_choices = np.array([len(g.choices) for g in self.genes], dtype=np.int64)
+        self._inner = {d: arch.inner_genes(i) for d, i in self.depth_blocks.items()}
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -106,21 +137,44 @@ class ChannelSpace:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        """Plain-JSON description: family, options and choices (what ``create_space`` needs)."""
-        return {
+        """Plain-JSON description: family, options and choices (what ``create_space`` needs);
+        ``depth`` only when the space has depth genes (descriptions written before they existed
+        stay valid)."""
+        out = {
             "family": self.family,
             "options": self.options,
             "ratios": list(self.ratios),
             "fingerprint": self.fingerprint,
         }
+        return {**out, "depth": True} if self.depth_blocks else out
+
+    def require_widths_only(self, what: str) -> None:
+        """Raise :class:`DepthSpaceError` naming ``what`` if this space has depth genes."""
+        if self.depth_blocks:
+            raise DepthSpaceError(
+                f"{what} handles width genes only, but this {self.family} space has "
+                f"{len(self.depth_blocks)} depth genes (space.depth=true); use a space without "
+                "them (space.depth=false)"
+            )
+
+    @cached_property
+    def width_space(self) -> ChannelSpace:
+        """This space without its depth genes (itself when it has none): the same width genes,
+        choices and fingerprint as a space made without ``depth``."""
+        if not self.depth_blocks:
+            return self
+        widths = {g.name: g.max_channels for g in self.genes if g.name not in self.depth_blocks}
+        return ChannelSpace(self.family, self.options, self.arch, widths, self.ratios)
 
     def __len__(self) -> int:
         return len(self.genes)
 
     def __repr__(self) -> str:
+        depth = f" + {len(self.depth_blocks)} depth genes" if self.depth_blocks else ""
         return (
-            f"ChannelSpace({self.family}, {len(self.genes)} genes x {len(self.ratios)} choices, "
-            f"input {self.input_shape}, fingerprint {self.fingerprint})"
+            f"ChannelSpace({self.family}, {len(self.genes) - len(self.depth_blocks)} genes x "
+            f"{len(self.ratios)} choices{depth}, input {self.input_shape}, "
+            f"fingerprint {self.fingerprint})"
         )
 
     # -- configs --------------------------------------------------------------------------
@@ -131,13 +185,13 @@ class ChannelSpace:
             raise ValueError(
                 f"config has {len(raw)} genes but space {self.family} has {len(self.genes)}"
             )
-        n = len(self.ratios)
         idx = []
         for g, i in zip(self.genes, raw, strict=True):
             try:
                 i = operator.index(i)
             except TypeError:
                 raise ValueError(f"gene {g.name!r}: choice index {i!r} is not an integer") from None
+            n = len(g.choices)
             if not 0 <= i < n:
                 raise ValueError(f"gene {g.name!r}: choice index {i} out of range [0, {n})")
             idx.append(i)
@@ -162,19 +216,44 @@ class ChannelSpace:
         return best
 
     def uniform(self, ratio: float, nearest: bool = False) -> ChannelConfig:
-        """Every gene at the same width ratio (the uniform-width baseline); see
-        :meth:`ratio_index` for ``nearest``."""
-        return self.config([self.ratio_index(ratio, nearest)] * len(self.genes))
+        """Every width gene at the same width ratio (the uniform-width baseline), every block
+        on; see :meth:`ratio_index` for ``nearest``."""
+        i = self.ratio_index(ratio, nearest)
+        return self.config([i] * (len(self.genes) - len(self.depth_blocks)) + self._all_on)
 
     def max(self) -> ChannelConfig:
-        return self.config([len(self.ratios) - 1] * len(self.genes))
+        """Every gene at its largest choice (every block on): the full network."""
+        return self.config(self._n_choices - 1)
 
     def min(self) -> ChannelConfig:
+        """Every gene at its smallest choice (every removable block off)."""
         return self.config([0] * len(self.genes))
+
+    @property
+    def _all_on(self) -> list[int]:
+        return [len(DEPTH_CHOICES) - 1] * len(self.depth_blocks)
+
+    def remove_blocks(self, config: ChannelConfig, genes: Sequence[str]) -> ChannelConfig:
+        """``config`` with the blocks of depth genes ``genes`` off, their inner genes at the
+        smallest choice (where their width does not matter)."""
+        self.check(config)
+        idx = list(config.indices)
+        for d in genes:
+            if d not in self.depth_blocks:
+                raise ValueError(f"{d!r} is no depth gene of this space: {list(self.depth_blocks)}")
+            for g in (d, *self._inner[d]):
+                idx[self.gene_index[g]] = 0
+        return self.config(idx)
+
+    def removed(self, config: ChannelConfig) -> dict[str, int]:
+        """Depth gene -> block index, for the blocks ``config`` switches off."""
+        return {
+            d: i for d, i in self.depth_blocks.items() if not config.indices[self.gene_index[d]]
+        }
 
     def sample(self, rng: RngLike = None) -> ChannelConfig:
         """A config with each gene's choice drawn uniformly (the paper's structure sampling)."""
-        return self.config(as_rng(rng).integers(0, len(self.ratios), len(self.genes)))
+        return self.config(as_rng(rng).integers(0, self._n_choices))
 
     def sample_spread(self, rng: RngLike = None, window: float = 0.25) -> ChannelConfig:
         """A config whose genes are drawn uniformly within ``window`` (a share of the choices)
@@ -186,8 +265,10 @@ class ChannelSpace:
         r, n = as_rng(rng), len(self.ratios)
         half = round(window * n / 2)
         level = int(r.integers(0, n))
-        lo, hi = max(0, level - half), min(n - 1, level + half)
-        return self.config(r.integers(lo, hi + 1, len(self.genes)))
+        lo, hi = np.zeros(len(self.genes), np.int64), self._n_choices - 1  # depth genes: any
+        width = slice(0, len(self.genes) - len(self.depth_blocks))
+        lo[width], hi[width] = max(0, level - half), min(n - 1, level + half)
+        return self.config(r.integers(lo, hi + 1))
 
     def mutate(self, config: ChannelConfig, p: float, rng: RngLike = None) -> ChannelConfig:
         """Redraw each gene uniformly with probability ``p``."""
@@ -197,7 +278,7 @@ class ChannelSpace:
         r = as_rng(rng)
         idx = np.array(config.indices)
         hit = r.random(len(idx)) < p
-        idx[hit] = r.integers(0, len(self.ratios), int(hit.sum()))
+        idx[hit] = r.integers(0, self._n_choices[hit])
         return self.config(idx)
 
     def crossover(self, a: ChannelConfig, b: ChannelConfig, rng: RngLike = None) -> ChannelConfig:
@@ -233,9 +314,13 @@ class ChannelSpace:
         return self.config(genes)
 
     def widths(self, config: ChannelConfig) -> dict[str, int]:
-        """Gene name -> channel count."""
+        """Gene name -> channel count (a depth gene: 0 or 1 body; an inner gene of a removed
+        block: 0)."""
         self.check(config)
-        return {g.name: g.choices[i] for g, i in zip(self.genes, config.indices, strict=True)}
+        out = {g.name: g.choices[i] for g, i in zip(self.genes, config.indices, strict=True)}
+        for d in self.removed(config) if self.depth_blocks else ():
+            out.update(dict.fromkeys(self._inner[d], 0))
+        return out
 
 
 @dataclass(frozen=True)
@@ -252,14 +337,23 @@ class ChannelConfig:
 
     def width_tuple(self) -> tuple[int, ...]:
         """Channel counts per gene, in gene order (two configs with equal tuples are one net)."""
+        if self.space.depth_blocks:
+            return tuple(self.widths().values())
         return tuple(g.choices[i] for g, i in zip(self.space.genes, self.indices, strict=True))
 
     def channels(self) -> dict[str, tuple[int, int]]:
-        """Per-layer (in, out) channel counts, keyed by the layer's module name."""
-        w = self.widths()
-        return {ly.name: (resolve(ly.cin, w), resolve(ly.cout, w)) for ly in self.space.arch.layers}
+        """Per-layer (in, out) channel counts, keyed by the layer's module name (the layers of
+        removed blocks left out: the network has none)."""
+        w, gone = self.widths(), set(self.space.removed(self).values())
+        return {
+            ly.name: (resolve(ly.cin, w), resolve(ly.cout, w))
+            for ly in self.space.arch.layers
+            if ly.block not in gone
+        }
 
     def ratios(self) -> tuple[float, ...]:
+        """The width ratio of each gene (a space with depth genes has none for those)."""
+        self.space.require_widths_only("ChannelConfig.ratios()")
         return tuple(self.space.ratios[i] for i in self.indices)
 
     def to_json(self) -> str:

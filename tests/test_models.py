@@ -142,7 +142,8 @@ def test_width_mult_scales_maximum_widths() -> None:
     ("args", "opts", "match"),
     [
         (("resnet99",), {}, "unknown model family 'resnet99'"),
-        (("resnet20",), {"depth": 3}, r"unknown option\(s\) \['depth'\]"),
+        (("resnet20",), {"blocks": 3}, r"unknown option\(s\) \['blocks'\]"),
+        (("resnet20",), {"depth": 3}, "depth must be true or false"),
         (("resnet20",), {"stem": "tiny"}, "unknown stem 'tiny'"),
         (("resnet20",), {"width_mult": 0.0}, "width_mult must be positive"),
         (("resnet20",), {"in_chans": 0}, "in_chans must be at least 1"),

@@ -36,6 +36,7 @@ def _benchmark_options(family: str) -> tuple[tuple[str, object], ...]:
 
 def check_benchmark_space(space: ChannelSpace) -> None:
     """Raise :class:`BenchmarkSpaceError` unless ``space`` maps to benchmark keys."""
+    space.require_widths_only("Channel-Bench-Macro")
     if space.family not in BENCHMARK_FAMILIES:
         raise BenchmarkSpaceError(
             f"space {space.family} is not a Channel-Bench-Macro space; "

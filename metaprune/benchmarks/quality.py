@@ -87,6 +87,8 @@ def recipe(cfg: DictConfig) -> dict[str, Any]:
     executed: device, precision, logging)."""
     groups = ("model", "space", "pruningnet", "optim", "sched")
     out = {g: plain(cfg[g]) for g in groups if g in cfg}
+    if not out.get("space", {}).get("depth", True):  # off by default, added after recipes existed
+        del out["space"]["depth"]
     out["data"] = data_identity(cfg.data)  # not the data folder or loader workers
     out["train"] = to_dataclass(TrainConfig, cfg.get("train"), "train").identity()
     return out

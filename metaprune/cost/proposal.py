@@ -50,6 +50,7 @@ def propose(
     ``n * batch``) in all.  ``nearest=True`` returns ``min(n, drawn)`` configs: those inside the
     interval, then the others nearest to it.  Deterministic given ``rng``.
     """
+    space.require_widths_only("cost-targeted proposals")
     if n < 0 or batch < 1:
         raise ValueError(f"propose needs n >= 0 and batch >= 1, got n={n}, batch={batch}")
     lo, hi = interval

@@ -4,7 +4,9 @@ MetaPruning (Liu et al., ICCV 2019, sec. 3.1 and 4) retrains the searched networ
 as an ordinary network: :class:`PrunedNet` is that network, built from the same architecture
 description as the cost model and the PruningNet.  ``stack=K`` runs K configs side by side as
 one network (grouped convs), which the proxy scorer uses to score several candidates per pass;
-the paper scores one candidate at a time.
+the paper scores one candidate at a time.  A removable block whose depth gene is 0 in ``widths``
+(a space with depth genes, :mod:`metaprune.space`) is built without its body: ``post(x)``, no
+modules, no parameters (sparse structure selection's block removal, Huang & Wang, ECCV 2018).
 """
 
 from __future__ import annotations
@@ -35,12 +37,16 @@ def conv_bn(conv: Conv, widths: Mapping[str, int], act: str, stack: int = 1) -> 
 
 
 class PrunedBlock(nn.Module):
-    """``post(body(x) [+ shortcut(x)])``, then an optional 3x3/2 max pool."""
+    """``post(body(x) [+ shortcut(x)])``, then an optional 3x3/2 max pool; with ``on=False``
+    (a removed block of identity shortcut) ``post(x)``: the body is empty, nothing is added."""
 
-    def __init__(self, block: Block, widths: Mapping[str, int], act: str, stack: int = 1) -> None:
+    def __init__(
+        self, block: Block, widths: Mapping[str, int], act: str, stack: int = 1, on: bool = True
+    ) -> None:
         super().__init__()
-        self.body = nn.Sequential(*(conv_bn(c, widths, act, stack) for c in block.body))
-        self.residual = block.residual
+        body = block.body if on else ()
+        self.body = nn.Sequential(*(conv_bn(c, widths, act, stack) for c in body))
+        self.residual = block.residual and on
         sc = block.shortcut
         self.shortcut = conv_bn(sc, widths, act, stack) if sc else nn.Identity()
         self.post = _act(act) if block.post_act else nn.Identity()
@@ -74,8 +80,12 @@ class PrunedNet(nn.Module):
         if stack < 1:
             raise ValueError(f"PrunedNet stack must be >= 1, got {stack}")
         self.stack = stack
+        off = {i for d, i in arch.removable.items() if widths.get(d, 1) == 0}
         self.features = nn.Sequential(
-            *(PrunedBlock(b, widths, arch.act, stack) for b in arch.blocks)
+            *(
+                PrunedBlock(b, widths, arch.act, stack, i not in off)
+                for i, b in enumerate(arch.blocks)
+            )
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         last, classes = resolve(arch.blocks[-1].body[-1].cout, widths), arch.num_classes

@@ -75,11 +75,14 @@ def stem_defaults(
     return num_classes, input_size, 1 if cifar else 2
 
 
-def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any) -> ChannelSpace:
+def create_space(
+    name: str, choices: Sequence[float] | None = None, depth: bool = False, **opts: Any
+) -> ChannelSpace:
     """The :class:`~metaprune.space.ChannelSpace` of family ``name`` with options ``opts``.
 
-    ``choices`` replaces the family's default width ratios (:func:`default_choices`).  Unknown
-    families and options raise ``ValueError`` naming what is available.
+    ``choices`` replaces the family's default width ratios (:func:`default_choices`); ``depth``
+    adds a depth gene per removable block.  Unknown families and options raise ``ValueError``
+    naming what is available.
     """
     if name not in _FAMILIES:
         raise ValueError(f"unknown model family {name!r}; registered: {list_models()}")
@@ -103,7 +106,7 @@ def create_space(name: str, choices: Sequence[float] | None = None, **opts: Any)
     resolved = dict(bound.arguments)
     resolved.update(num_classes=arch.num_classes, input_size=arch.input_size)
     ratios = _CHOICES[name] if choices is None else tuple(choices)
-    return ChannelSpace(name, resolved, arch, max_widths, ratios)
+    return ChannelSpace(name, resolved, arch, max_widths, ratios, depth=depth)
 
 
 class SpaceMismatchError(CheckpointError):
@@ -122,6 +125,8 @@ def space_differences(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> li
     ]
     if list(found["ratios"]) != list(wanted["ratios"]):
         out.append(f"{len(found['ratios'])} vs {len(wanted['ratios'])} width choices")
+    if found.get("depth", False) != wanted.get("depth", False):
+        out.append(f"depth genes {found.get('depth', False)} vs {wanted.get('depth', False)}")
     return out or [f"fingerprint {found['fingerprint']} vs {wanted['fingerprint']}"]
 
 
@@ -144,7 +149,7 @@ def space_from_description(
     except (KeyError, TypeError) as e:
         raise SpaceMismatchError(f"{where}not a channel-space description ({e!r} missing)") from e
     try:
-        space = create_space(family, choices=ratios, **options)
+        space = create_space(family, choices=ratios, depth=desc.get("depth", False), **options)
     except (TypeError, ValueError) as e:  # a family, option or choice this code does not know
         raise SpaceMismatchError(f"{where}cannot rebuild the space it describes: {e}") from e
     if space.fingerprint != recorded:

@@ -78,6 +78,7 @@ class PruningNet(nn.Module):
 
     def __init__(self, space: ChannelSpace, config: PruningNetConfig | None = None) -> None:
         super().__init__()
+        space.require_widths_only("the PruningNet")
         self.space = space
         self.config = config or PruningNetConfig()
         # the data split the weights were trained on (metaprune.data.identity.split_identity),

@@ -145,6 +145,7 @@ class Evolution:
         callbacks: Sequence[Callback] | None = None,
         identity: Mapping[str, Any] | None = None,
     ) -> None:
+        space.require_widths_only("the search")
         self.space, self.scorer, self.cfg = space, scorer, cfg.validate()
         self.out = Path(out_dir)
         self.write = write

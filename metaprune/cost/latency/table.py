@@ -138,6 +138,7 @@ def required_keys(space: ChannelSpace) -> list[EntryKey]:
 
 def needed_entries(space: ChannelSpace) -> dict[EntryKey, str]:
     """Every needed entry and the name of the first layer needing it."""
+    space.require_widths_only("a latency table")
     out: dict[EntryKey, str] = {}
     for layer, act in zip(space.arch.layers, layer_acts(space), strict=True):
         couts = _dim_widths(space, layer.cout)
