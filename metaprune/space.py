@@ -245,6 +245,11 @@ class ChannelSpace:
                 idx[self.gene_index[g]] = 0
         return self.config(idx)
 
+    def width_config(self, config: ChannelConfig) -> ChannelConfig:
+        """The width genes of ``config`` as a config of :attr:`width_space` (all blocks on)."""
+        self.check(config)
+        return self.width_space.config(config.indices[: len(self.width_space.genes)])
+
     def removed(self, config: ChannelConfig) -> dict[str, int]:
         """Depth gene -> block index, for the blocks ``config`` switches off."""
         return {

@@ -16,6 +16,11 @@ cost), and the greedy loop stops at the first configuration whose cost is at or 
 target, so the result is always one of the space's configurations and never over budget.  Cost
 ``memory`` is the output feature-map elements of every conv at batch 1 (the paper's memory of
 activations; the input image excluded); ``latency`` is the project's table-based predictor.
+
+On a space with depth genes the greedy loop steps width genes only, from a ``start`` config
+whose depth genes it keeps (the blocks the criterion removed, :meth:`Criterion.dead_blocks`):
+a removed block's cost is gone from the first configuration on, which leaves the other genes
+that much more of the budget.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from metaprune.arch import resolve
 from metaprune.cost import cost_model
 from metaprune.prune.channels import Keep, Scores
 from metaprune.space import ChannelConfig, ChannelSpace
@@ -45,8 +49,10 @@ def cost_function(
         convs = [ly for ly in space.arch.layers if ly.kind == "conv"]
 
         def memory(config: ChannelConfig) -> float:
-            w = config.widths()
-            return float(sum(resolve(ly.cout, w) * ly.out_hw[0] * ly.out_hw[1] for ly in convs))
+            c = config.channels()  # the layers of removed blocks are not in it
+            return float(
+                sum(c[ly.name][1] * ly.out_hw[0] * ly.out_hw[1] for ly in convs if ly.name in c)
+            )
 
         return memory
     if name == "latency":
@@ -59,8 +65,9 @@ def cost_function(
 
 
 def check_scores(space: ChannelSpace, scores: Mapping[str, torch.Tensor]) -> None:
-    """Raise ``ValueError`` unless ``scores`` has one finite score per channel of every gene."""
-    for g in space.genes:
+    """Raise ``ValueError`` unless ``scores`` has one finite score per channel of every width
+    gene."""
+    for g in space.width_space.genes:
         s = scores.get(g.name)
         if s is None or tuple(s.shape) != (g.max_channels,) or not torch.isfinite(s).all():
             shape = None if s is None else tuple(s.shape)
@@ -81,9 +88,11 @@ def keep_top(scores: Scores, widths: Mapping[str, int]) -> Keep:
 
 
 def keep_for(space: ChannelSpace, scores: Scores, config: ChannelConfig) -> Keep:
-    """The channels each gene keeps at the widths of ``config``."""
+    """The channels each width gene keeps at the widths of ``config`` (on a space with depth
+    genes: of :meth:`~metaprune.space.ChannelSpace.width_config`, the network with every
+    block; :func:`~metaprune.prune.channels.drop_removed` takes the removed ones out)."""
     check_scores(space, scores)
-    return keep_top(scores, space.widths(config))
+    return keep_top(scores, space.width_space.widths(space.width_config(config)))
 
 
 def _smaller(choices: tuple[int, ...], i: int) -> int | None:
@@ -98,25 +107,32 @@ def allocate(
     budget: float,
     cost: str | Callable[[ChannelConfig], float] = "flops",
     normalise: str | None = None,
+    start: ChannelConfig | None = None,
 ) -> ChannelConfig:
     """The configuration the greedy global ranking reaches at ``cost`` (a name of
-    :func:`cost_function` or a function of a config) <= ``budget`` (module docstring);
-    ``normalise`` is the criterion's (None: by threshold).  A budget below the smallest
-    configuration's cost raises ``ValueError`` naming it."""
+    :func:`cost_function` or a function of a config) <= ``budget`` (module docstring), from
+    ``start`` (default: the full network), whose depth genes it keeps; ``normalise`` is the
+    criterion's (None: by threshold).  A budget below the smallest configuration's cost
+    raises ``ValueError`` naming it."""
     check_scores(space, scores)
     price = cost_function(space, cost) if isinstance(cost, str) else cost
-    if price(space.min()) > budget:
+    start = space.max() if start is None else start
+    space.check(start)
+    width = range(len(space.width_space.genes))  # the genes it steps: the depth genes follow
+    floor = space.config([0 if k in width else i for k, i in enumerate(start.indices)])
+    if price(floor) > budget:
         raise ValueError(
             f"prune.target: {cost} {budget:.6g} is below the smallest configuration's "
-            f"{price(space.min()):.6g}"
+            f"{price(floor):.6g}"
         )
     norm = cost_function(space, normalise) if normalise else None
-    ranked = {g.name: scores[g.name].double().sort(descending=True).values for g in space.genes}
-    idx = list(space.max().indices)
-    config = space.config(idx)
+    ranked = {g: s.double().sort(descending=True).values for g, s in scores.items()}
+    idx = list(start.indices)
+    config = start
     while price(config) > budget:
         best: tuple[float, float, int, int] | None = None
-        for k, gene in enumerate(space.genes):
+        for k in width:
+            gene = space.genes[k]
             j = _smaller(gene.choices, idx[k])
             if j is None:
                 continue

@@ -11,7 +11,9 @@ architecture description naming it (:mod:`metaprune.arch`) holds the same channe
 * :func:`prune_state`: the state dict of ``build_pruned(space, config)`` holding the kept
   channels' weights of a full-width state dict (no masks);
 * :func:`gene_masks`: multiply every producer's BN output by a per-gene factor (forward hooks),
-  what the data-driven criteria differentiate or learn.
+  what the data-driven criteria differentiate or learn;
+* :func:`drop_removed`: a state dict less the bodies of the blocks a config of a space with
+  depth genes removes (sparse structure selection's block removal, Huang & Wang, ECCV 2018).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from metaprune.arch import Layer
-from metaprune.space import ChannelSpace
+from metaprune.space import ChannelConfig, ChannelSpace
 
 Keep = dict[str, torch.Tensor]
 """Gene name -> the kept channel indices, ascending (a LongTensor)."""
@@ -90,6 +92,15 @@ def prune_state(
                 name = f"{layer.name}.1.{p}"
                 out[name] = state[name][rows].clone()
     return out
+
+
+def drop_removed(
+    space: ChannelSpace, config: ChannelConfig, state: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``state`` without the tensors of the bodies of the blocks ``config`` removes (what
+    ``build_pruned(space, config)`` does not have)."""
+    gone = tuple(f"features.{i}.body." for i in space.removed(config).values())
+    return {k: v for k, v in state.items() if not k.startswith(gone)}
 
 
 @contextlib.contextmanager

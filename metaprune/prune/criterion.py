@@ -7,8 +7,10 @@ allocated globally (:mod:`.allocate`): by the score of the least important chann
 summed importance per unit of cost saved (``normalise = "flops" | "params" | "memory"``, as
 group Fisher pruning's memory normalisation).  A criterion may change the network first (the
 sparsity-training ones) and may change the kept weights after (:meth:`Criterion.transfer`, LRF's
-weights compensation).  One criterion a file under :mod:`metaprune.prune.criteria`, registered
-with :func:`register_criterion`.
+weights compensation).  A criterion may also find residual blocks dead
+(:meth:`Criterion.dead_blocks`, SSS's zero block factors), which a space with depth genes
+removes.  One criterion a file under :mod:`metaprune.prune.criteria`, registered with
+:func:`register_criterion`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ class Criterion:
     def score(self, model: nn.Module, space: ChannelSpace, batches: Batches) -> Scores:
         """Importance of every channel of every gene (higher = keep); may train ``model``."""
         raise NotImplementedError
+
+    def dead_blocks(self) -> set[int]:
+        """Indices of the residual blocks whose body the last :meth:`score` found dead (its
+        output zero, so removing it changes nothing); on a space with depth genes the prune
+        switches the removable ones off.  None unless a criterion selects blocks."""
+        return set()
 
     def transfer(
         self, model: nn.Module, space: ChannelSpace, keep: Keep, batches: Batches

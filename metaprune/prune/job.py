@@ -9,6 +9,10 @@ globally to ``prune.target`` (:mod:`.allocate`), builds the pruned network with
 optionally recomputes its BN statistics on ``prune.recalib_batches`` clean training batches
 (beyond the papers: the kept channels' statistics change once others are gone), and fine-tunes it with the retrain engine (:func:`~metaprune.retrain.retrain`: the ``retrain``
 group's recipe, ``retrain.kd`` distillation, here from the unpruned network with ``prune.kd``).
+With ``space.depth=true`` the criterion scores the network's width genes (the space without its
+depth genes, :attr:`~metaprune.space.ChannelSpace.width_space`), the removable blocks it finds
+dead (:meth:`~metaprune.prune.Criterion.dead_blocks`, SSS's zero block factors) are switched off
+before the widths are chosen, and the pruned network is built without them.
 
 The run directory holds ``start.pt`` (the pruned network before fine-tuning, with what it was
 made from), ``prune.json`` (the criterion, the widths, kept channels and scores, the cost ratios,
@@ -41,10 +45,12 @@ from metaprune.data.identity import data_identity
 from metaprune.engine import Runtime, evaluate, recalibrate_bn, seed_everything
 from metaprune.engine.identity import file_hash
 from metaprune.export import pruned_payload
+from metaprune.groups import to_plain
 from metaprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from metaprune.models import build_pruned
 from metaprune.prune import criteria  # noqa: F401  (registration)
 from metaprune.prune.allocate import allocate, cost_function, keep_for
+from metaprune.prune.channels import drop_removed
 from metaprune.prune.config import PruneConfig
 from metaprune.prune.criterion import Batches, make_criterion
 from metaprune.prune.source import PruneInputError, load_source
@@ -92,11 +98,14 @@ def target_cost(pcfg: PruneConfig, space: ChannelSpace) -> tuple[Callable, float
 
 def prune_identity(cfg: DictConfig, pcfg: PruneConfig, source: Path) -> dict[str, Any]:
     """What the pruned network before fine-tuning depends on: the source file's content, the
-    criterion and its options, the size (target or widths), the batches it scored on."""
+    criterion and its options, the size (target or widths), the batches it scored on; with
+    ``space.depth`` on, that too (left out when off: identities made before it stay valid)."""
     widths = pcfg.widths
     if widths is not None and not isinstance(widths, int | float):
         widths = {"file": file_hash(widths)}
+    depth = {"depth": True} if to_plain(cfg.get("space")).get("depth") else {}
     return {
+        **depth,
         "kind": "prune",
         "from": file_hash(source),
         "criterion": pcfg.criterion,
@@ -123,16 +132,22 @@ def prune_network(
     batches: Batches,
 ) -> tuple[ChannelConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Score ``model`` (a full-width network, changed in place by criteria that train), choose
-    the widths and the kept channels: ``(config, pruned state dict, summary)``."""
+    the widths (and, on a space with depth genes, the blocks removed: module docstring) and the
+    kept channels: ``(config, pruned state dict, summary)``."""
     criterion = make_criterion(pcfg.criterion, pcfg.options)
-    scores = criterion.score(model, space, batches)
+    scores = criterion.score(model, space.width_space, batches)
+    dead = criterion.dead_blocks()
+    start = space.remove_blocks(
+        space.max(), [d for d, i in space.depth_blocks.items() if i in dead]
+    )
     if pcfg.target is not None:
         price, budget = target_cost(pcfg, space)
-        config = allocate(space, scores, budget, price, criterion.normalise)
+        config = allocate(space, scores, budget, price, criterion.normalise, start=start)
     else:
-        config = fixed_widths(pcfg, space)
+        config = space.remove_blocks(fixed_widths(pcfg, space), list(space.removed(start)))
     keep = keep_for(space, scores, config)
-    state = criterion.transfer(model, space, keep, batches)
+    state = criterion.transfer(model, space.width_space, keep, batches)
+    state = drop_removed(space, config, state)
     full = space.max()
     summary = {
         "criterion": pcfg.criterion,
@@ -145,12 +160,15 @@ def prune_network(
         "kept": {g: k.tolist() for g, k in keep.items()},
         "scores": {g: s.tolist() for g, s in scores.items()},
     }
+    if space.depth_blocks:  # the depth genes switched off
+        summary["removed_blocks"] = list(space.removed(config))
     return config, state, summary
 
 
 def prune_label(cfg: Any) -> str:
     """A directory name for the prune of ``cfg``: ``<criterion>-<cost><target>``,
-    ``<criterion>-widths<ratio>`` or ``<criterion>-config-<file stem>``, plus ``-kd``."""
+    ``<criterion>-widths<ratio>`` or ``<criterion>-config-<file stem>``, plus ``-depth`` (with
+    ``space.depth`` on) and ``-kd``."""
     pcfg = PruneConfig.from_any(cfg.get("prune")).require_size()
     if pcfg.target is not None:
         size = f"{pcfg.cost}{pcfg.target}"
@@ -159,7 +177,8 @@ def prune_label(cfg: Any) -> str:
     else:
         size = f"config-{Path(str(pcfg.widths)).stem}"
     label = re.sub(r"[^A-Za-z0-9.%]+", "-", f"{pcfg.criterion}-{size}").strip("-")
-    return label + ("-kd" if pcfg.kd else "")
+    depth = "-depth" if to_plain(cfg.get("space")).get("depth") else ""
+    return label + depth + ("-kd" if pcfg.kd else "")
 
 
 def prune(cfg: Any, out_dir: str | os.PathLike) -> dict[str, Any]:

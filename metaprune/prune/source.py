@@ -3,8 +3,10 @@
 A retrain run directory holds it as ``export/pruned.pt`` (``metaprune retrain
 retrain.uniform=1.0``); an export directory or ``pruned.pt`` is read with
 :func:`~metaprune.export.read_pruned` and must hold the run's space at full width; any other
-``.pt`` file must be a state dict of ``build_pruned(space, space.max())``, loaded strictly.
-Anything else is a :class:`PruneInputError` naming the file and the problem.
+``.pt`` file must be a state dict of ``build_pruned(space, space.max())``, loaded strictly.  For
+a space with depth genes (``space.depth=true``) an export of the space without them does as
+well: at full width, with every block, the two are one network.  Anything else is a
+:class:`PruneInputError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -47,15 +49,21 @@ def load_source(path: str | os.PathLike, space: ChannelSpace) -> tuple[nn.Module
     except CheckpointError as e:
         raise PruneInputError(f"prune.from: {e}") from e
     if isinstance(data, dict) and data.get("format") == FORMAT:
+        desc, twin = data.get("space"), space.width_space
+        own = (
+            twin
+            if isinstance(desc, dict) and desc.get("fingerprint") == twin.fingerprint
+            else space
+        )
         try:
-            space_from_description(data["space"], f"prune.from: {f}", expected=space)
+            space_from_description(data["space"], f"prune.from: {f}", expected=own)
             pruned = read_pruned(f)
         except CheckpointError as e:
             raise PruneInputError(str(e)) from e
-        if pruned.config.indices != space.max().indices:
+        if pruned.config.indices != own.max().indices:
             raise PruneInputError(
                 f"prune.from: {f} holds a network of widths {list(pruned.config.width_tuple())},"
-                f" not the full-width one {list(space.max().width_tuple())}"
+                f" not the full-width one {list(own.max().width_tuple())}"
             )
         data = pruned.state_dict
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

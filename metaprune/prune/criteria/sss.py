@@ -11,13 +11,15 @@ producers' BNs (gamma and beta times lambda), and a channel's score is ``|lambda
 factor is a channel whose removal changes nothing.  Widths are allocated by one global
 threshold on the factors.
 
-Residual blocks get a factor too (``blocks``, the paper's block-level selection): it scales the
-output of the block's body, is solved by the same APG and folded into the body's last BN; a block
-whose factor reaches zero computes its shortcut alone, and its inner genes (the widths only its body holds)
-score zero, so allocation takes them to the space's smallest width first.  Left out: removing
-such a block altogether needs per-block depth genes in the channel space, which it does not have
-yet (the block stays at its smallest width, computing zeros); and the paper trains from scratch
-for a whole schedule (here a few steps from a trained network).
+Residual blocks get a factor too (``blocks``, the paper's block-level selection, sec. 3.2): it
+scales the output of the block's body, is solved by the same APG and folded into the body's last
+BN; a block whose factor reaches zero computes its shortcut alone (:meth:`SSS.dead_blocks`), and
+its inner genes (the widths only its body holds) score zero.  On a space with depth genes
+(``space.depth=true``) the prune removes such a block, as the paper does: its depth gene is off,
+the pruned network has no body there, and allocation spends the FLOPs it freed on the other
+genes.  On a space without them, or for a block with a conv shortcut (which a depth gene cannot
+remove), the block stays at the space's smallest width, computing zeros.  Departure: the paper
+trains from scratch for a whole schedule (here a few steps from a trained network).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from metaprune.arch import Block
 from metaprune.prune.channels import Scores, conv_bn, gene_masks, producers
 from metaprune.prune.criterion import Batches, Criterion, register_criterion
 from metaprune.prune.training import train_steps
@@ -110,10 +111,14 @@ class SSS(Criterion):
                 _fold(bn, block_final[i])
         scores = {g: f.abs().cpu() for g, f in gene_final.items()}
         self.block_factors = {i: float(f) for i, f in block_final.items()}
-        for i, f in self.block_factors.items():
-            for gene in inner_genes(space.arch.blocks[i]) if f == 0.0 else ():
+        for i in self.dead_blocks():
+            for gene in space.arch.inner_genes(i):
                 scores[gene] = torch.zeros_like(scores[gene])
         return scores
+
+    def dead_blocks(self) -> set[int]:
+        """The residual blocks whose final factor is exactly zero."""
+        return {i for i, f in self.block_factors.items() if f == 0.0}
 
 
 def residual_ends(model: nn.Module, space: ChannelSpace) -> dict[int, nn.BatchNorm2d]:
@@ -123,13 +128,6 @@ def residual_ends(model: nn.Module, space: ChannelSpace) -> dict[int, nn.BatchNo
         for i, b in enumerate(space.arch.blocks)
         if b.residual
     }
-
-
-def inner_genes(block: Block) -> list[str]:
-    """The genes only a block's body holds (not its input or output): all of them carry
-    nothing once the body's output is zero."""
-    outer = {block.body[0].cin, block.body[-1].cout}
-    return sorted({c.cout for c in block.body if isinstance(c.cout, str)} - outer)
 
 
 def _fold(bn: nn.BatchNorm2d, factor: torch.Tensor) -> None:
