@@ -381,4 +381,8 @@ class ChannelConfig:
         return self
 
     def __repr__(self) -> str:
-        return f"ChannelConfig({self.space.family}, widths={list(self.width_tuple())})"
+        sp = self.space
+        if not sp.depth_blocks:
+            return f"ChannelConfig({sp.family}, widths={list(self.width_tuple())})"
+        widths = list(self.width_tuple()[: len(sp.genes) - len(sp.depth_blocks)])
+        return f"ChannelConfig({sp.family}, widths={widths}, removed={list(sp.removed(self))})"

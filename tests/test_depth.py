@@ -163,6 +163,8 @@ def test_a_removed_block_equals_the_full_network_with_the_body_zeroed(name, widt
         last_bn.weight.zero_()
         last_bn.bias.zero_()
         assert torch.allclose(pruned(x), full(x), atol=1e-5)
+    pruned.train()(x).square().sum().backward()  # no in-place op on what autograd keeps
+    assert all(p.grad is not None for p in pruned.parameters())
 
 
 def test_a_network_with_blocks_removed_exports(tmp_path):

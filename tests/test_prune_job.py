@@ -64,6 +64,26 @@ def test_prune_command_fine_tunes_with_distillation_and_exports(full_run, monkey
     assert prune(cfg, out)["test_accuracy"] == result["test_accuracy"]
 
 
+def test_prune_command_with_depth_genes_removes_the_blocks_sss_zeroes(full_run, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    args = [*TINY, f"run_dir={full_run}", f"prune.from={full_run}/retrain/uniform1"]
+    args += ["space.depth=true", "prune.criterion=sss", "prune.target=0.5", "prune.batch_size=16"]
+    # a threshold above every factor: each block factor is zero after the first step
+    args += ["+prune.options.steps=3", "+prune.options.gamma=5.0", "+prune.options.factor_lr=1.0"]
+    main(["prune", *args])
+    out = full_run / "prune" / "sss-flops0.5-depth"
+    result = read_json(out / "result.json")
+    cfg = load_config(args)
+    space = build_space(cfg.model, cfg.space, (3, 12, 12), 10)
+    config = space.from_json(result["config"])
+    summary = read_json(out / "prune.json")
+    assert summary["removed_blocks"] == list(space.depth_blocks) == list(space.removed(config))
+    assert result["identity"]["init"]["depth"] is True and result["flops_ratio"] <= 0.5
+    assert count_flops(space, config) == result["flops"]
+    net = load_pruned(out / "export")
+    assert net(torch.zeros(2, 3, 12, 12)).shape == (2, 10)
+
+
 def test_prune_from_a_state_dict_at_given_widths_keeps_the_l1_top_channels(full_run, tmp_path):
     space = tiny_space()
     source, _ = load_source(full_run / "retrain" / "uniform1", space)

@@ -19,8 +19,8 @@ from torch import nn
 from metaprune.arch import Arch, Block, Conv, resolve
 
 
-def _act(kind: str) -> nn.Module:
-    return nn.ReLU6(inplace=True) if kind == "relu6" else nn.ReLU(inplace=True)
+def _act(kind: str, inplace: bool = True) -> nn.Module:
+    return nn.ReLU6(inplace=inplace) if kind == "relu6" else nn.ReLU(inplace=inplace)
 
 
 def conv_bn(conv: Conv, widths: Mapping[str, int], act: str, stack: int = 1) -> nn.Sequential:
@@ -49,7 +49,8 @@ class PrunedBlock(nn.Module):
         self.residual = block.residual and on
         sc = block.shortcut
         self.shortcut = conv_bn(sc, widths, act, stack) if sc else nn.Identity()
-        self.post = _act(act) if block.post_act else nn.Identity()
+        # a removed body passes its input on: not in place, autograd still needs that tensor
+        self.post = _act(act, inplace=on) if block.post_act else nn.Identity()
         self.pool = nn.MaxPool2d(3, 2, 1) if block.maxpool else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
