@@ -13,14 +13,18 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from metaprune import build_pruned, count_flops, count_params, create_space, list_models
 from metaprune.benchmarks import check_benchmark_space
+from metaprune.benchmarks.quality import recipe
 from metaprune.cost import cost_model
 from metaprune.cost.latency.table import needed_entries
 from metaprune.cost.proposal import propose
 from metaprune.export import check_exports, export_model, read_pruned
 from metaprune.models import space_from_description
-from metaprune.prune import PruneConfig, allocate, prune_network
+from metaprune.prune import PruneConfig, allocate, prune_label, prune_network
 from metaprune.prune.channels import drop_removed
+from metaprune.prune.job import prune_identity
 from metaprune.pruningnet import PruningNet
+from metaprune.schema import load_config
+from metaprune.search import uniform_baseline
 from metaprune.search.config import SearchConfig
 from metaprune.search.evolution import Evolution
 from metaprune.space import DepthSpaceError
@@ -252,9 +256,23 @@ def test_code_for_width_genes_only_refuses_a_depth_space(tmp_path):
         needed_entries(space)
     with pytest.raises(DepthSpaceError, match="cost-targeted proposals"):
         propose(space, lambda c: 0.0, (None, None), np.random.default_rng(0), 1)
+    with pytest.raises(DepthSpaceError, match="uniform baselines"):
+        uniform_baseline(space, [])
     with pytest.raises(DepthSpaceError, match="ratios"):
         space.max().ratios()
     cbm = create_space("cbm_mobilenet", depth=True)
     with pytest.raises(DepthSpaceError, match="Channel-Bench-Macro"):
         check_benchmark_space(cbm)
     assert issubclass(DepthSpaceError, ValueError)
+
+
+def test_space_depth_key_changes_no_identity_at_its_default(tmp_path):
+    tiny_cfg = ["experiment=tiny", "prune.target=0.5", "prune.from=x"]
+    off, on = load_config(tiny_cfg), load_config([*tiny_cfg, "space.depth=true"])
+    assert off.space.depth is False and on.space.depth is True
+    assert recipe(off)["space"] == {"choices": list(off.space.choices)}
+    assert recipe(on)["space"]["depth"] is True
+    (tmp_path / "src.pt").write_bytes(b"x")
+    ids = [prune_identity(c, PruneConfig.from_any(c.prune), tmp_path / "src.pt") for c in (off, on)]
+    assert "depth" not in ids[0] and ids[1] == {**ids[0], "depth": True}
+    assert (prune_label(off), prune_label(on)) == ("l1-flops0.5", "l1-flops0.5-depth")

@@ -14,7 +14,8 @@ distilling from the unpruned network).  The criteria, one a file under :mod:`.cr
 ``fisher``     group Fisher importance, memory-normalised (Liu et al., ICML 2021)
 ``distortion`` output distortion on calibration batches (Gao et al., ICML 2019)
 ``lrf``        linearly replaceable filters + weights compensation (Joo et al., AAAI 2021)
-``sss``        learnable channel factors, sparsity by modified APG (Huang & Wang, ECCV 2018)
+``sss``        learnable channel and block factors, sparsity by modified APG (Huang & Wang,
+               ECCV 2018); removes dead blocks on a space with depth genes
 ``ga``         genetic channel selection with a two-step approximate fitness (sources 002 f)
 =============  ==========================================================================
 

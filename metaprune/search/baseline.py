@@ -51,6 +51,7 @@ def uniform_baseline(
     taken as the nearest choice of the space (default: every choice), e.g. the ratios of a
     search's scored baselines.
     """
+    space.require_widths_only("uniform baselines")
     bounds = [b if isinstance(b, Bound) else bounds_from_json([b])[0] for b in bounds]
     costs = default_costs(space) if costs is None else costs
     if any(b.cost not in costs for b in bounds):
