@@ -219,7 +219,8 @@ class ChannelSpace:
         """Every width gene at the same width ratio (the uniform-width baseline), every block
         on; see :meth:`ratio_index` for ``nearest``."""
         i = self.ratio_index(ratio, nearest)
-        return self.config([i] * (len(self.genes) - len(self.depth_blocks)) + self._all_on)
+        on = [DEPTH_CHOICES.index(1)] * len(self.depth_blocks)
+        return self.config([i] * (len(self.genes) - len(self.depth_blocks)) + on)
 
     def max(self) -> ChannelConfig:
         """Every gene at its largest choice (every block on): the full network."""
@@ -228,10 +229,6 @@ class ChannelSpace:
     def min(self) -> ChannelConfig:
         """Every gene at its smallest choice (every removable block off)."""
         return self.config([0] * len(self.genes))
-
-    @property
-    def _all_on(self) -> list[int]:
-        return [len(DEPTH_CHOICES) - 1] * len(self.depth_blocks)
 
     def remove_blocks(self, config: ChannelConfig, genes: Sequence[str]) -> ChannelConfig:
         """``config`` with the blocks of depth genes ``genes`` off, their inner genes at the
@@ -323,7 +320,7 @@ class ChannelSpace:
         block: 0)."""
         self.check(config)
         out = {g.name: g.choices[i] for g, i in zip(self.genes, config.indices, strict=True)}
-        for d in self.removed(config) if self.depth_blocks else ():
+        for d in self.removed(config):
             out.update(dict.fromkeys(self._inner[d], 0))
         return out
 

@@ -205,6 +205,7 @@ def test_sss_removes_a_dead_block_and_spends_its_flops_on_the_other_genes(tmp_pa
     model, own = _dead_block_network(space, 5)
     config, state, summary = prune_network(model, space, pcfg, own)
     assert summary["removed_blocks"] == ["s2.b1.depth"]
+    assert summary["kept"]["s2.b1.mid"] == [] and summary["kept"]["s2.b2.mid"]
     assert space.removed(config) == {"s2.b1.depth": 5}
     assert count_flops(space, config) <= 0.5 * count_flops(space, space.max())
     pruned = build_pruned(space, config).eval()

@@ -148,7 +148,7 @@ def prune_network(
     keep = keep_for(space, scores, config)
     state = criterion.transfer(model, space.width_space, keep, batches)
     state = drop_removed(space, config, state)
-    full = space.max()
+    full, widths = space.max(), config.widths()
     summary = {
         "criterion": pcfg.criterion,
         "options": dict(pcfg.options),
@@ -157,7 +157,7 @@ def prune_network(
         "widths": list(config.width_tuple()),
         "flops_ratio": count_flops(space, config) / count_flops(space, full),
         "params_ratio": count_params(space, config) / count_params(space, full),
-        "kept": {g: k.tolist() for g, k in keep.items()},
+        "kept": {g: k.tolist() if widths[g] else [] for g, k in keep.items()},  # [] in removed
         "scores": {g: s.tolist() for g, s in scores.items()},
     }
     if space.depth_blocks:  # the depth genes switched off
