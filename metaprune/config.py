@@ -44,9 +44,7 @@ def build_space(
         opts["num_classes"] = num_classes
     opts = {k: v for k, v in opts.items() if v is not None}
     group = to_plain(space) if space is not None else {}
-    return create_space(
-        name, choices=group.get("choices"), depth=group.get("depth", False), **opts
-    )
+    return create_space(name, choices=group.get("choices"), depth=group.get("depth", False), **opts)
 
 
 class SupernetMismatchError(ValueError):
