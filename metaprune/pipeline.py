@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from metaprune.config import use_supernet
 from metaprune.cost.latency import load_latency_model
 from metaprune.io import atomic_save_png, atomic_write_json, atomic_write_text
+from metaprune.retrain.source import slug
 from metaprune.search import default_costs
 from metaprune.search.baseline import uniform_baseline
 from metaprune.space import ChannelConfig
@@ -87,7 +88,7 @@ def summary_markdown(rows: list[dict[str, Any]], title: str, seeds: list[int]) -
     for r in rows:
         b = r.get("baseline") or {}
         lines.append(
-            f"| {r['target']} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e3:.1f} "
+            f"| {slug(r['target'])} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e3:.1f} "
             f"| {_fmt(r.get('latency_ms'), '.3f')} | {_fmt(r.get('proxy_accuracy'), '.4f')} "
             f"| {_pm(r.get('test_accuracy'), 100)} | {_fmt(b.get('ratio'), 'g')} "
             f"| {_fmt(b.get('flops') and b['flops'] / 1e6, '.2f')} "
@@ -132,7 +133,7 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, title: str) -> P
     for r in rows:
         if r["test_accuracy"]["mean"] is not None:
             xy = (r["flops"] / 1e6, 100 * r["test_accuracy"]["mean"])
-            names.setdefault(xy, []).append(f"{r['target']}")
+            names.setdefault(xy, []).append(slug(r["target"]))
     for xy, targets in names.items():
         ax.annotate(", ".join(targets), xy, fontsize=8)
     ax.set_xlabel("FLOPs (MACs) [M]")
@@ -252,7 +253,7 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
         config = run.config(best)
         # a config that already won another target shares that target's retrains
         label = labels.setdefault(
-            config, "winner" if w["target"] is None else f"target{w['target']}"
+            config, "winner" if w["target"] is None else f"target{slug(w['target'])}"
         )
         row: dict[str, Any] = {
             "target": w["target"],

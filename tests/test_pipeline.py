@@ -98,13 +98,16 @@ def test_given_supernet_skips_training(tmp_path: Path) -> None:
 
     train(_cfg(tmp_path / "a"), tmp_path / "a" / "train")
     out = tmp_path / "b"
-    given = [f"supernet={tmp_path / 'a' / 'train'}", "search.targets=[0.5,0.5x]"]
+    # a band and a plain bound holding the same winner; the band names the directory
+    given = [f"supernet={tmp_path / 'a' / 'train'}", "search.targets=[[0.05,0.5x],0.5]"]
     summary = pipeline(_cfg(out, *given, "pipeline.baselines=false"), out)
     assert (out / "search" / "search.json").is_file() and not (out / "train").exists()
     first, second = summary["rows"]
     assert first["config"] == second["config"]
-    assert first["retrain"] == second["retrain"] == ["retrain/target0.5-seed0"]
-    assert [p.name for p in (out / "retrain").iterdir()] == ["target0.5-seed0"]
+    assert first["retrain"] == second["retrain"] == ["retrain/target0.05-0.5x-seed0"]
+    assert [p.name for p in (out / "retrain").iterdir()] == ["target0.05-0.5x-seed0"]
+    table = (out / "summary.md").read_text()
+    assert "\n| 0.05-0.5x | " in table and "\n| 0.5 | " in table
 
 
 def test_latency_budget_gets_a_uniform_baseline(tmp_path: Path) -> None:
@@ -199,6 +202,7 @@ def test_quickstart_model_has_the_claimed_stages() -> None:
     stages at 28, 14 and 7 px of 8, 16 and 32 channels at full width (quickstart.yaml)."""
     import torch
 
+    from metaprune import count_flops
     from metaprune.models import build_pruned
 
     cfg = load_config(["experiment=quickstart"])
@@ -215,7 +219,15 @@ def test_quickstart_model_has_the_claimed_stages() -> None:
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert {k: max(v) for k, v in sides.items()} == {28: 8, 14: 16, 7: 32}
-    assert cfg.search.targets == [0.25, 0.5, 0.75] and cfg.pipeline.seeds == 2
+    assert cfg.pipeline.seeds == 2 and len(cfg.search.targets) == 3
+    # each budget band ends just under a uniform network's FLOPs and starts at 90 % of them: a
+    # winner inside it is matched by that uniform network, with at most 11 % more FLOPs
+    full = count_flops(space, space.max())
+    for lo, hi in cfg.search.targets:
+        above = min(
+            f for r in space.ratios if (f := count_flops(space, space.uniform(r))) >= hi * full
+        )
+        assert hi * full <= above <= 1.001 * hi * full and lo == pytest.approx(0.9 * hi, abs=2e-3)
     assert cfg.search.scorer.search_limit is None and cfg.data.search_limit is None
 
 

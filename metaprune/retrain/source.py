@@ -95,7 +95,9 @@ def resolve_config(cfg: RetrainConfig, space: ChannelSpace) -> ChannelConfig:
     return space.uniform(float(cfg.uniform), nearest=True)
 
 
-def _slug(value: Any) -> str:
+def slug(value: Any) -> str:
+    """``value`` as a directory-name fragment: ``0.5`` -> ``0.5``, a band ``[0.45, 0.5]`` ->
+    ``0.45-0.5`` (runs of other characters become one ``-``)."""
     text = json.dumps(value) if isinstance(value, list | dict) else str(value)
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
 
@@ -110,9 +112,9 @@ def retrain_label(cfg: Any) -> str:
     if source == "uniform":
         label = f"uniform{float(rcfg.uniform):g}"
     elif source == "from_search":
-        label = "winner" if rcfg.target is None else f"target{_slug(rcfg.target)}"
+        label = "winner" if rcfg.target is None else f"target{slug(rcfg.target)}"
     else:
-        label = f"config-{_slug(Path(rcfg.config).stem)}"
+        label = f"config-{slug(Path(rcfg.config).stem)}"
     if rcfg.init == "inherit":
         label += "-inherit"
     if rcfg.kd.teacher:
