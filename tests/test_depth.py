@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -21,6 +22,7 @@ from metaprune.export import check_exports, export_model, read_pruned
 from metaprune.models import space_from_description
 from metaprune.prune import PruneConfig, allocate, prune_label, prune_network
 from metaprune.prune.channels import drop_removed
+from metaprune.prune.criteria.sss import DeadNetworkError
 from metaprune.prune.job import prune_identity
 from metaprune.pruningnet import PruningNet
 from metaprune.schema import load_config
@@ -277,3 +279,23 @@ def test_space_depth_key_changes_no_identity_at_its_default(tmp_path):
     ids = [prune_identity(c, PruneConfig.from_any(c.prune), tmp_path / "src.pt") for c in (off, on)]
     assert "depth" not in ids[0] and ids[1] == {**ids[0], "depth": True}
     assert (prune_label(off), prune_label(on)) == ("l1-flops0.5", "l1-flops0.5-depth")
+
+
+def test_sss_refuses_a_sparsity_that_zeroes_a_stage_and_block_gamma_selects_blocks_alone():
+    space = tiny("resnet20", width_mult=0.25)
+    torch.manual_seed(0)
+    model = trained_like(build_pruned(space, space.max()))
+    x = torch.randn(32, 3, 8, 8)
+    own = itertools.cycle([(x, torch.randint(5, (32,)))])
+    # a threshold above every factor: the stages' channels die too, the network would be constant
+    kill = {**SSS, "steps": 2, "gamma": 50.0}
+    with pytest.raises(DeadNetworkError, match=r"stage1"):
+        prune_network(
+            copy.deepcopy(model), space, PruneConfig(criterion="sss", options=kill, target=0.5), own
+        )
+    # the same threshold on the blocks only: every removable block goes, the channels stay
+    blocks = {**kill, "gamma": 0.0, "block_gamma": 50.0}
+    pcfg = PruneConfig(criterion="sss", options=blocks, target=0.5)
+    config, _, summary = prune_network(copy.deepcopy(model), space, pcfg, own)
+    assert summary["removed_blocks"] == list(space.depth_blocks)
+    assert count_flops(space, config) <= 0.5 * count_flops(space, space.max())

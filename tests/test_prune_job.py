@@ -68,8 +68,10 @@ def test_prune_command_with_depth_genes_removes_the_blocks_sss_zeroes(full_run, 
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     args = [*TINY, f"run_dir={full_run}", f"prune.from={full_run}/retrain/uniform1"]
     args += ["space.depth=true", "prune.criterion=sss", "prune.target=0.5", "prune.batch_size=16"]
-    # a threshold above every factor: each block factor is zero after the first step
-    args += ["+prune.options.steps=3", "+prune.options.gamma=5.0", "+prune.options.factor_lr=1.0"]
+    # a block threshold above every block factor: each is zero after the first step, while the
+    # channels keep theirs (gamma 0)
+    args += ["+prune.options.steps=3", "+prune.options.gamma=0.0", "+prune.options.factor_lr=1.0"]
+    args += ["+prune.options.block_gamma=5.0"]
     main(["prune", *args])
     out = full_run / "prune" / "sss-flops0.5-depth"
     result = read_json(out / "result.json")

@@ -233,7 +233,7 @@ def finetune_step(
 ) -> list[dict[str, Any]]:
     """Each criterion (and the L1-pruned uniform network) at ``--finetune-target``, fine-tuned
     with the same budget."""
-    space = data_space(cfg)
+    space = data_space(cfg).width_space  # the uniform network has every block (space.depth)
     uniform = uniform_under(space, args.finetune_target * count_flops(space, space.max()))
     runs = {
         n: {"criterion": n, "options": options[n], "target": args.finetune_target}

@@ -18,8 +18,15 @@ its inner genes (the widths only its body holds) score zero.  On a space with de
 (``space.depth=true``) the prune removes such a block, as the paper does: its depth gene is off,
 the pruned network has no body there, and allocation spends the FLOPs it freed on the other
 genes.  On a space without them, or for a block with a conv shortcut (which a depth gene cannot
-remove), the block stays at the space's smallest width, computing zeros.  Departure: the paper
-trains from scratch for a whole schedule (here a few steps from a trained network).
+remove), the block stays at the space's smallest width, computing zeros.  The paper weighs the
+sparsity of each kind of structure separately; ``block_gamma`` is the blocks' weight (default:
+``gamma``), so blocks can be selected without thinning the channels as hard.
+
+A gene outside every residual body all of whose factors reach zero (a stage's channels, say)
+leaves a network that computes a constant and cannot be fine-tuned (its folded BNs output zero, and so
+does the ReLU's gradient): :class:`DeadNetworkError` names the genes and the sparsity weight
+instead of handing that network on.  Departure: the paper trains from scratch for a whole
+schedule (here a few steps from a trained network).
 """
 
 from __future__ import annotations
@@ -57,6 +64,10 @@ def apg_step(
     return s
 
 
+class DeadNetworkError(ValueError):
+    """Sparsity drove every factor of a gene to zero: the pruned network would be constant."""
+
+
 @register_criterion
 class SSS(Criterion):
     name = "sss"
@@ -70,13 +81,16 @@ class SSS(Criterion):
         factor_lr: float = 0.1,
         momentum: float = 0.9,
         blocks: bool = True,
+        block_gamma: float | None = None,
     ) -> None:
-        if gamma < 0 or not factor_lr > 0 or not 0 <= momentum < 1:
+        block_gamma = gamma if block_gamma is None else block_gamma
+        if gamma < 0 or block_gamma < 0 or not factor_lr > 0 or not 0 <= momentum < 1:
             raise ValueError(
-                f"needs gamma >= 0, factor_lr > 0 and momentum in [0, 1), got {gamma}, "
-                f"{factor_lr}, {momentum}"
+                f"needs gamma >= 0, block_gamma >= 0, factor_lr > 0 and momentum in [0, 1), got "
+                f"{gamma}, {block_gamma}, {factor_lr}, {momentum}"
             )
-        self.gamma, self.steps, self.lr = float(gamma), int(steps), float(lr)
+        self.gamma, self.block_gamma = float(gamma), float(block_gamma)
+        self.steps, self.lr = int(steps), float(lr)
         self.factor_lr, self.momentum, self.blocks = float(factor_lr), float(momentum), blocks
         self.block_factors: dict[int, float] = {}
         """Residual block index -> its final factor (after :meth:`score`)."""
@@ -87,6 +101,7 @@ class SSS(Criterion):
         ends = residual_ends(model, space) if self.blocks else {}
         blocks = {i: torch.ones(1, device=device) for i in ends}
         factors = [f.requires_grad_() for f in (*genes.values(), *blocks.values())]
+        weights = [self.gamma] * len(genes) + [self.block_gamma] * len(blocks)
         velocity = [torch.zeros_like(f) for f in factors]
         sparse = [f.detach().clone() for f in factors]
 
@@ -95,7 +110,7 @@ class SSS(Criterion):
                 for k, f in enumerate(factors):
                     grad = f.grad if f.grad is not None else torch.zeros_like(f)
                     sparse[k] = apg_step(
-                        f, velocity[k], grad, self.factor_lr, self.gamma, self.momentum
+                        f, velocity[k], grad, self.factor_lr, weights[k], self.momentum
                     )
                     f.grad = None
 
@@ -111,9 +126,22 @@ class SSS(Criterion):
                 _fold(bn, block_final[i])
         scores = {g: f.abs().cpu() for g, f in gene_final.items()}
         self.block_factors = {i: float(f) for i, f in block_final.items()}
-        for i in self.dead_blocks():
-            for gene in space.arch.inner_genes(i):
-                scores[gene] = torch.zeros_like(scores[gene])
+        inner = {g for i in self.dead_blocks() for g in space.arch.inner_genes(i)}
+        blocks_only = {  # genes inside residual bodies: the shortcut carries on around them
+            g
+            for i, b in enumerate(space.arch.blocks)
+            if b.residual
+            for g in space.arch.inner_genes(i)
+        }
+        dead = [g for g, s in scores.items() if not s.any() and g not in blocks_only]
+        if dead:
+            raise DeadNetworkError(
+                f"sss: gamma={self.gamma:g} drove every factor of gene(s) {dead} to zero in "
+                f"{self.steps} steps, so the pruned network would compute a constant; lower "
+                "prune.options.gamma (block_gamma sets the blocks' weight apart)"
+            )
+        for gene in inner:
+            scores[gene] = torch.zeros_like(scores[gene])
         return scores
 
     def dead_blocks(self) -> set[int]:
