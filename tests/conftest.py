@@ -144,3 +144,18 @@ def kill_in_epoch_2(cfg: Any, out_dir: Any, monkeypatch: pytest.MonkeyPatch) -> 
         train(cfg, out_dir)
     monkeypatch.setattr(mtraining, "training_step", real)
     assert not (out_dir / "pruningnet.pt").exists()
+
+
+def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Randomise BN statistics and affine parameters and the classifier's weights, so BN is not
+    the identity in eval mode and the logits differ between inputs; returns ``model`` in eval."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    model.classifier.weight.data.normal_(0.0, 1.0, generator=g)
+    return model.eval()

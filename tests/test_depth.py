@@ -6,10 +6,12 @@ import copy
 import hashlib
 import itertools
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import trained_like
 from torch.utils.flop_counter import FlopCounterMode
 
 from metaprune import build_pruned, count_flops, count_params, create_space, list_models
@@ -29,7 +31,7 @@ from metaprune.schema import load_config
 from metaprune.search import uniform_baseline
 from metaprune.search.config import SearchConfig
 from metaprune.search.evolution import Evolution
-from metaprune.space import DepthSpaceError
+from metaprune.space import ChannelSpace, DepthSpaceError
 
 # fingerprints of these spaces before depth genes existed (trained PruningNets carry them)
 BEFORE = {
@@ -57,19 +59,6 @@ def torch_macs(model: torch.nn.Module, shape: tuple[int, int, int]) -> int:
     with counter, torch.no_grad():
         model.eval()(torch.zeros(1, *shape))
     return counter.get_total_flops() // 2
-
-
-def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-    model.classifier.weight.data.normal_(0.0, 1.0, generator=g)
-    return model.eval()
 
 
 def test_without_depth_spaces_are_as_before():
@@ -228,12 +217,19 @@ def test_sss_removes_a_dead_block_and_spends_its_flops_on_the_other_genes(tmp_pa
     assert count_flops(space, config) <= 0.5 * count_flops(twin, twin.max())
 
 
-def test_sss_with_nothing_dead_removes_nothing_and_allocation_keeps_the_depth():
+def _tiny_trained_resnet() -> tuple[ChannelSpace, torch.nn.Module, Any]:
+    """A tiny ResNet-20 space, its full network with trained-like BNs, and one batch of random
+    labels repeated."""
     space = tiny("resnet20", width_mult=0.25)
     torch.manual_seed(0)
     model = trained_like(build_pruned(space, space.max()))
     x = torch.randn(32, 3, 8, 8)
     own = itertools.cycle([(x, torch.randint(5, (32,)))])
+    return space, model, own
+
+
+def test_sss_with_nothing_dead_removes_nothing_and_allocation_keeps_the_depth():
+    space, model, own = _tiny_trained_resnet()
     pcfg = PruneConfig(criterion="sss", options={**SSS, "gamma": 0.0}, target=0.6)
     config, _, summary = prune_network(model, space, pcfg, own)
     assert summary["removed_blocks"] == [] and not space.removed(config)
@@ -282,11 +278,7 @@ def test_space_depth_key_changes_no_identity_at_its_default(tmp_path):
 
 
 def test_sss_refuses_a_sparsity_that_zeroes_a_stage_and_block_gamma_selects_blocks_alone():
-    space = tiny("resnet20", width_mult=0.25)
-    torch.manual_seed(0)
-    model = trained_like(build_pruned(space, space.max()))
-    x = torch.randn(32, 3, 8, 8)
-    own = itertools.cycle([(x, torch.randint(5, (32,)))])
+    space, model, own = _tiny_trained_resnet()
     # a threshold above every factor: the stages' channels die too, the network would be constant
     kill = {**SSS, "steps": 2, "gamma": 50.0}
     with pytest.raises(DeadNetworkError, match=r"stage1"):

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from conftest import trained_like
 
 from metaprune import build_pruned, count_flops, count_params, create_space, list_models
 from metaprune.export import (
@@ -29,23 +30,10 @@ def space():
     )
 
 
-def _trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Randomise BN statistics and affine parameters, so BN is not the identity in eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def exported(space, tmp_path_factory):
     config = space.sample(3)
-    model = _trained_like(build_pruned(space, config))
+    model = trained_like(build_pruned(space, config))
     out = tmp_path_factory.mktemp("export")
     paths = export_model(model, space, config, out, meta={"note": "test"})
     return model, config, paths
@@ -82,7 +70,7 @@ def test_exported_programs_equal_pytorch(exported):
 
 def test_check_onnx_detects_a_different_model(space, exported):
     model, config, paths = exported
-    other = _trained_like(build_pruned(space, config), seed=1)
+    other = trained_like(build_pruned(space, config), seed=1)
     x = torch.randn(2, 3, 12, 12)
     assert check_onnx(paths["onnx"], model, x) < 1e-4
     with pytest.raises(ExportMismatchError, match="differ"):
@@ -156,7 +144,7 @@ def test_load_pruned_bad_files(space, exported, tmp_path):
 def test_every_family_scripts(name, stem, tiny_space, tmp_path):
     space = tiny_space(name, stem=stem)
     config = space.sample(0)
-    model = _trained_like(build_pruned(space, config))
+    model = trained_like(build_pruned(space, config))
     paths = export_model(model, space, config, tmp_path, formats=["torchscript"])
     x = torch.randn(2, *space.input_shape)
     assert check_export(paths["torchscript"], model, x) < 1e-4
@@ -165,6 +153,6 @@ def test_every_family_scripts(name, stem, tiny_space, tmp_path):
 @pytest.mark.slow
 def test_dynamo_onnx_exporter(space, tmp_path):
     config = space.uniform(0.5)
-    model = _trained_like(build_pruned(space, config))
+    model = trained_like(build_pruned(space, config))
     paths = export_model(model, space, config, tmp_path, formats=["onnx"], onnx_exporter="dynamo")
     assert check_onnx(paths["onnx"], model, torch.randn(3, 3, 12, 12)) < 1e-4
