@@ -85,3 +85,12 @@ def test_allocate_step_judges_each_criterion_by_the_benchmark(tmp_path):
         assert r["flops_ratio"] <= 0.5 and 0 <= r["percentile"] <= 100 and len(r["key"]) == 7
     best = next(r for r in rows if r["criterion"] == "benchmark best")
     assert best["percentile"] == 0.0 and all(r["accuracy"] <= best["accuracy"] for r in rows)
+
+
+def test_criterion_options_read_numbers_in_exponent_form():
+    args = bench_prune.parse_args(
+        ["--option", "bn_scale.sparsity=1e-4", "fisher.batches=16", "distortion.mode=linear"]
+    )
+    opts = bench_prune.criterion_options(args)
+    assert opts["bn_scale"] == {"sparsity": 1e-4} and opts["fisher"] == {"batches": 16}
+    assert opts["distortion"] == {"mode": "linear"}

@@ -97,6 +97,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _option_value(text: str) -> Any:
+    """A ``--option`` value read as YAML, where YAML 1.1 leaves ``1e-4`` a string: a number."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def criterion_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """``--option fisher.batches=16`` as ``{"fisher": {"batches": 16}}`` (values read as YAML)."""
     out: dict[str, dict[str, Any]] = {c: {} for c in list_criteria()}
@@ -107,7 +118,7 @@ def criterion_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             raise SystemExit(
                 f"--option {item!r}: expected CRITERION.KEY=VALUE, e.g. fisher.batches=16"
             )
-        out[name][opt] = yaml.safe_load(value)
+        out[name][opt] = _option_value(value)
     return out
 
 
