@@ -76,6 +76,11 @@ def seed_stats(values: list[float | None]) -> dict[str, Any]:
     }
 
 
+def target_text(target: Any) -> str:
+    """A search target as the summary writes it: ``0.5``, ``50%``, a band ``0.45-0.5``."""
+    return "-".join(map(str, target)) if isinstance(target, list | tuple) else str(target)
+
+
 def summary_markdown(rows: list[dict[str, Any]], title: str, seeds: list[int]) -> str:
     """The summary table as Markdown."""
     lines = [
@@ -88,7 +93,7 @@ def summary_markdown(rows: list[dict[str, Any]], title: str, seeds: list[int]) -
     for r in rows:
         b = r.get("baseline") or {}
         lines.append(
-            f"| {slug(r['target'])} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e3:.1f} "
+            f"| {target_text(r['target'])} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e3:.1f} "
             f"| {_fmt(r.get('latency_ms'), '.3f')} | {_fmt(r.get('proxy_accuracy'), '.4f')} "
             f"| {_pm(r.get('test_accuracy'), 100)} | {_fmt(b.get('ratio'), 'g')} "
             f"| {_fmt(b.get('flops') and b['flops'] / 1e6, '.2f')} "
@@ -133,7 +138,7 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, title: str) -> P
     for r in rows:
         if r["test_accuracy"]["mean"] is not None:
             xy = (r["flops"] / 1e6, 100 * r["test_accuracy"]["mean"])
-            names.setdefault(xy, []).append(slug(r["target"]))
+            names.setdefault(xy, []).append(target_text(r["target"]))
     for xy, targets in names.items():
         ax.annotate(", ".join(targets), xy, fontsize=8)
     ax.set_xlabel("FLOPs (MACs) [M]")
