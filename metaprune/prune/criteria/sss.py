@@ -126,14 +126,13 @@ class SSS(Criterion):
                 _fold(bn, block_final[i])
         scores = {g: f.abs().cpu() for g, f in gene_final.items()}
         self.block_factors = {i: float(f) for i, f in block_final.items()}
-        inner = {g for i in self.dead_blocks() for g in space.arch.inner_genes(i)}
-        blocks_only = {  # genes inside residual bodies: the shortcut carries on around them
-            g
-            for i, b in enumerate(space.arch.blocks)
-            if b.residual
-            for g in space.arch.inner_genes(i)
+        # genes inside residual bodies, by block: the shortcut carries on around them
+        bodies = {
+            i: space.arch.inner_genes(i) for i, b in enumerate(space.arch.blocks) if b.residual
         }
-        dead = [g for g, s in scores.items() if not s.any() and g not in blocks_only]
+        inner = {g for i in self.dead_blocks() for g in bodies[i]}
+        in_bodies = set().union(*bodies.values())
+        dead = [g for g, s in scores.items() if not s.any() and g not in in_bodies]
         if dead:
             raise DeadNetworkError(
                 f"sss: gamma={self.gamma:g} drove every factor of gene(s) {dead} to zero in "
