@@ -61,9 +61,12 @@ def test_finetune_and_peer_steps_run_and_resume(tmp_path, caplog):
     out = bench_prune.main(argv)
     methods = [r["criterion"] for r in out["finetune"]]
     assert methods[0] == "MetaPruning winner (from scratch)"
-    assert methods[1:5] == ["l1", "fisher", "uniform (l1)", "winner widths (l1)"]
-    assert len(methods) == 5 + peer
-    assert all(r["flops_ratio"] <= 0.5 for r in out["finetune"])
+    control = "unpruned (same fine-tune)"
+    assert methods[1:6] == ["l1", "fisher", "uniform (l1)", control, "winner widths (l1)"]
+    assert len(methods) == 6 + peer
+    ratios = {r["criterion"]: r["flops_ratio"] for r in out["finetune"]}
+    assert ratios.pop(control) == 1.0
+    assert all(r <= 0.5 for r in ratios.values())
     fisher = json.loads((tmp_path / "cifar10" / "finetune" / "fisher" / "result.json").read_text())
     assert fisher["identity"]["optim"]["lr"] == 0.01  # --finetune-lr reaches the fine-tune
     assert "| fisher |" in (tmp_path / "cifar10" / "prune.md").read_text()

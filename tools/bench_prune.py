@@ -14,9 +14,10 @@ step made from other inputs is refused, naming them):
   MetaPruning's winner;
 * ``finetune``: each criterion prunes the trained ResNet-56 to ``--finetune-target`` of its FLOPs
   and fine-tunes ``--finetune-epochs`` epochs (``retrain`` recipe, ``--kd`` distillation from the
-  unpruned network), beside the L1-pruned uniform network with the same budget and, with
-  ``--finetune-search-run``, MetaPruning's winner retrained from scratch for as many epochs and
-  L1-pruned at the winner's widths;
+  unpruned network), beside the L1-pruned uniform network with the same budget, the unpruned
+  network fine-tuned alike (the control: a source trained briefly gains from more epochs too)
+  and, with ``--finetune-search-run``, MetaPruning's winner retrained from scratch for as many
+  epochs and L1-pruned at the winner's widths;
 * ``peer``: Torch-Pruning's magnitude pruner (``torch-pruning``, optional: skipped with a note
   when it is not installed) at the same FLOPs, fine-tuned by the same engine and recipe.
 
@@ -243,7 +244,7 @@ def finetune_step(
     options: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Each criterion (and the L1-pruned uniform network) at ``--finetune-target``, fine-tuned
-    with the same budget."""
+    with the same budget, beside the unpruned network fine-tuned alike."""
     space = data_space(cfg).width_space  # the uniform network has every block (space.depth)
     uniform = uniform_under(space, args.finetune_target * count_flops(space, space.max()))
     runs = {
@@ -251,6 +252,8 @@ def finetune_step(
         for n in args.criteria
     }
     runs["uniform (l1)"] = {"criterion": "l1", "widths": float(uniform.ratios()[0])}
+    # the control: nothing pruned, the same fine-tuning (an under-trained source gains from it)
+    runs["unpruned (same fine-tune)"] = {"criterion": "l1", "widths": 1.0}
     rows = []
     if args.finetune_search_run:
         winner = search_winner(args.finetune_search_run, args.finetune_target, space)
