@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -331,6 +332,19 @@ def test_runtime_options():
         Runtime.setup("cpu", amp="fp16")
     with pytest.raises(ValueError, match="channels_last"):
         Runtime.setup("cpu", channels_last="sometimes")
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    import metaprune.engine.runtime as runtime
+
+    monkeypatch.setattr(runtime, "native_cpu_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        assert Runtime.setup("cpu", amp="bf16").amp_dtype == torch.bfloat16
+    monkeypatch.setattr(runtime, "native_cpu_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Runtime.setup("cpu", amp="bf16")
+        Runtime.setup("cpu", amp="off")
 
 
 def test_bf16_autocast_step_on_cpu(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,15 @@ def switch(value: Any, name: str, extra: tuple[str, ...] = ()) -> str:
     if s == "auto" or s in extra:
         return s
     raise ValueError(f"{name} must be auto, true, false or one of {list(extra)}; got {value!r}")
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles)."""
+    cpu = torch.cpu
+    return any(
+        getattr(cpu, name, lambda: False)()
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
 
 
 @dataclass
@@ -73,6 +83,12 @@ class Runtime:
             "fp16": torch.float16,
             "off": None,
         }[mode]
+        if amp_dtype == torch.bfloat16 and not cuda and not native_cpu_bf16():
+            warnings.warn(
+                "train.amp=bf16 on a CPU without AVX-512 BF16 or AMX: bf16 is emulated there and "
+                "usually slower than float32; set train.amp=off",
+                stacklevel=2,
+            )
         cl = switch(channels_last, "train.channels_last")
         return cls(
             dev, rank, world_size, local_rank, amp_dtype, cuda if cl == "auto" else cl == "on"
