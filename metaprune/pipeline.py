@@ -15,10 +15,7 @@ Departures from the paper, so that a searched-vs-uniform claim survives noise:
   test accuracies, and the delta as the mean +- half range of the per-seed differences (winner
   and baseline of the same seed);
 * ``pipeline.workers`` independent retrains run side by side, one process each (one per core);
-  a config that wins several targets is retrained once for all of them.  A baseline that a
-  target's bounds alone fix (a band with no uniform network's cost inside it,
-  :func:`~metaprune.search.baseline.fixed_baseline`) starts before the search, on the cores
-  the PruningNet's training and the search leave (:mod:`metaprune.retrain.pool`).
+  a config that wins several targets is retrained once for all of them.
 
 Every stage writes under one run directory (``train/``, ``search/``, ``retrain/<label>-seed<s>/``)
 and skips itself when its output is complete, so a killed pipeline resumes by running the same
@@ -32,25 +29,21 @@ searched and uniform, with the seeds' spread) beside the search's proxy plot
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metaprune.config import build_space, use_supernet
+from metaprune.config import use_supernet
 from metaprune.cost.latency import load_latency_model
-from metaprune.data import build_datasets
 from metaprune.io import atomic_save_png, atomic_write_json, atomic_write_text
-from metaprune.retrain.pool import RetrainPool, retrain_job
 from metaprune.retrain.source import slug
 from metaprune.search import default_costs
-from metaprune.search.baseline import fixed_baseline, uniform_baseline
-from metaprune.search.config import SearchConfig
-from metaprune.search.constraints import Constraints
+from metaprune.search.baseline import uniform_baseline
 from metaprune.space import ChannelConfig
 
 log = logging.getLogger(__name__)
@@ -158,44 +151,62 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, title: str) -> P
     return atomic_save_png(fig, path)
 
 
-def _job_cfg(plain: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The plain config of one retrain: ``plain`` with ``retrain.train.seed`` = ``seed``."""
-    out = dict(plain)
-    out["retrain"] = {**plain["retrain"], "train": {**plain["retrain"]["train"], "seed": seed}}
-    return out
+def _retrain_job(
+    cfg: dict[str, Any], out_dir: str, config: ChannelConfig, threads: int | None
+) -> dict[str, Any]:
+    """One retrain, in this process or a worker (``threads``: the worker's torch threads)."""
+    from metaprune.retrain import retrain
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return retrain(OmegaConf.create(cfg), out_dir, config)
 
 
-def _fixed_baselines(cfg: DictConfig, seeds: list[int]) -> dict[str, tuple[int, ChannelConfig]]:
-    """The baselines retrained before the search: those the targets' bounds alone fix
-    (:func:`~metaprune.search.baseline.fixed_baseline`), ``label -> (seed, config)``, the
-    widest first."""
-    scfg = SearchConfig.from_any(cfg.get("search"))
-    if not scfg.targets:
-        return {}
-    data = build_datasets(cfg.data)
-    space = build_space(cfg.model, cfg.get("space"), data.input_shape, data.num_classes)
-    table = scfg.latency_table
-    costs = default_costs(space, load_latency_model(table, space) if table else None)
-    cons = Constraints(space, costs)
-    base = cons.resolve(scfg.constraints)
-    fixed = [
-        fixed_baseline(space, [*base, t], costs) for t in cons.targets(scfg.cost, scfg.targets)
-    ]
-    fixed = sorted({c for c in fixed if c is not None}, key=lambda c: -costs["flops"]([c])[0])
-    return {f"uniform{space.ratios[c.indices[0]]:g}-seed{s}": (s, c) for c in fixed for s in seeds}
+def _run_retrains(
+    cfg: DictConfig, run_dir: Path, jobs: dict[str, tuple[int, ChannelConfig]], workers: int
+) -> dict[str, dict[str, Any]]:
+    """Retrain every ``label -> (seed, config)`` into ``run_dir/retrain/<label>``, ``workers``
+    at a time in spawned processes (1 = here, in order); returns each label's result."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
 
+    def job_cfg(seed: int) -> dict[str, Any]:
+        out = dict(plain)
+        out["retrain"] = {**plain["retrain"], "train": {**plain["retrain"]["train"], "seed": seed}}
+        return out
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch threads in this process."""
+    args = {
+        label: (job_cfg(seed), str(run_dir / "retrain" / label), config)
+        for label, (seed, config) in jobs.items()
+    }
+    results: dict[str, dict[str, Any]] = {}
+    if min(workers, len(args)) <= 1:
+        for i, (label, a) in enumerate(args.items()):
+            log.info("[3/3] retrain %d/%d -> retrain/%s", i + 1, len(args), label)
+            results[label] = _retrain_job(*a, None)
+        return results
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    threads = max(1, torch.get_num_threads() // workers)
+    log.info("[3/3] %d retrains, %d side by side (%d thread(s) each)", len(args), workers, threads)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_retrain_job, *a, threads): label for label, a in args.items()}
+        try:
+            for fut in as_completed(futures):
+                label = futures[fut]
+                results[label] = fut.result()
+                log.info(
+                    "[3/3] retrain/%s: test accuracy %.4f (%d/%d done)",
+                    label,
+                    results[label]["test_accuracy"],
+                    len(results),
+                    len(args),
+                )
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
 
 
 def _part(results: list[dict[str, Any]], dirs: list[str]) -> dict[str, Any]:
@@ -222,102 +233,61 @@ def pipeline(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
     # every stage continues its own checkpoint, or returns at once when it is complete
     cfg = OmegaConf.merge(cfg, {"train": {"resume": True}, "search": {"resume": True}})
     supernet = use_supernet(cfg, run_dir)
+    if cfg.get("supernet"):
+        log.info("[1/3] PruningNet given: %s (no training)", supernet)
+    else:
+        log.info("[1/3] training the PruningNet -> %s", run_dir / "train")
+        train(cfg, run_dir / "train")
+    log.info("[2/3] searching -> %s", run_dir / "search")
+    run = search(cfg, run_dir / "search", supernet)
+    space = run.space
+    table = cfg.search.get("latency_table")  # baselines of a latency budget: the search's model
+    costs = default_costs(space, load_latency_model(table, space) if table else None)
+
     pcfg = cfg.get("pipeline") or {}
-    workers = int(pcfg.get("workers", 1))
     base_seed = int(cfg.train.get("seed", 0))
     seeds = [base_seed + k for k in range(int(pcfg.get("seeds", 1)))]
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    entries: list[dict[str, Any]] = []  # per winner: its row, its labels and its baseline's
+    jobs: dict[str, tuple[int, ChannelConfig]] = {}
+    labels: dict[ChannelConfig, str] = {}
+    for w in run.winners:
+        best = w["best"]
+        if best is None:
+            log.warning("target %s: no scored config meets its bounds; skipped", w["target"])
+            continue
+        config = run.config(best)
+        # a config that already won another target shares that target's retrains
+        label = labels.setdefault(
+            config, "winner" if w["target"] is None else f"target{slug(w['target'])}"
+        )
+        row: dict[str, Any] = {
+            "target": w["target"],
+            "bounds": w["bounds"],
+            "config": config.to_dict(),
+            "flops": best["flops"],
+            "params": best["params"],
+            "proxy_accuracy": best["accuracy"],
+            "latency_ms": None,
+            "test_accuracy": seed_stats([]),
+        }
+        wins = [f"{label}-seed{s}" for s in seeds] if pcfg.get("retrain_winners", True) else []
+        jobs.update({lab: (s, config) for lab, s in zip(wins, seeds, strict=False)})
+        base = (
+            uniform_baseline(space, w["bounds"], costs, match=config)
+            if pcfg.get("baselines", True)
+            else None
+        )
+        bases = []
+        if base is not None:
+            ratio = space.ratios[base.indices[0]]
+            row["baseline"] = {"ratio": ratio, "rule": "smallest FLOPs at or above the winner's"}
+            bases = [f"uniform{ratio:g}-seed{s}" for s in seeds]
+            jobs.update({lab: (s, base) for lab, s in zip(bases, seeds, strict=True)})
+        entries.append({"row": row, "wins": wins, "bases": bases})
 
-    def out_dir(label: str) -> str:
-        return str(run_dir / "retrain" / label)
-
-    with contextlib.ExitStack() as stack:
-        pool, early, main_threads = None, {}, 1
-        if workers > 1:
-            import torch
-
-            total = torch.get_num_threads()
-            threads = max(1, total // workers)
-            main_threads = max(1, total - threads * (workers - 1))
-            pool = stack.enter_context(RetrainPool(workers, threads, slots=workers - 1))
-            log.info("retrains: %d side by side (%d thread(s) each)", workers, threads)
-            early = _fixed_baselines(cfg, seeds) if pcfg.get("baselines", True) else {}
-        for label, (seed, config) in early.items():
-            pool.add(label, _job_cfg(plain, seed), out_dir(label), config)
-        if early:
-            log.info(
-                "[3/3] %d baseline retrain(s) fixed by the targets' bounds start now, beside "
-                "training and search (%d thread(s) here): %s",
-                len(early),
-                main_threads,
-                ", ".join(early),
-            )
-        with _torch_threads(main_threads) if early else contextlib.nullcontext():
-            if cfg.get("supernet"):
-                log.info("[1/3] PruningNet given: %s (no training)", supernet)
-            else:
-                log.info("[1/3] training the PruningNet -> %s", run_dir / "train")
-                train(cfg, run_dir / "train")
-            log.info("[2/3] searching -> %s", run_dir / "search")
-            run = search(cfg, run_dir / "search", supernet)
-        space = run.space
-        table = cfg.search.get("latency_table")  # baselines of a latency budget: its model
-        costs = default_costs(space, load_latency_model(table, space) if table else None)
-
-        entries: list[dict[str, Any]] = []  # per winner: its row, its labels and its baseline's
-        jobs: dict[str, tuple[int, ChannelConfig]] = {}
-        labels: dict[ChannelConfig, str] = {}
-        for w in run.winners:
-            best = w["best"]
-            if best is None:
-                log.warning("target %s: no scored config meets its bounds; skipped", w["target"])
-                continue
-            config = run.config(best)
-            # a config that already won another target shares that target's retrains
-            label = labels.setdefault(
-                config, "winner" if w["target"] is None else f"target{slug(w['target'])}"
-            )
-            row: dict[str, Any] = {
-                "target": w["target"],
-                "bounds": w["bounds"],
-                "config": config.to_dict(),
-                "flops": best["flops"],
-                "params": best["params"],
-                "proxy_accuracy": best["accuracy"],
-                "latency_ms": None,
-                "test_accuracy": seed_stats([]),
-            }
-            wins = [f"{label}-seed{s}" for s in seeds] if pcfg.get("retrain_winners", True) else []
-            jobs.update({lab: (s, config) for lab, s in zip(wins, seeds, strict=False)})
-            base = (
-                uniform_baseline(space, w["bounds"], costs, match=config)
-                if pcfg.get("baselines", True)
-                else None
-            )
-            bases = []
-            if base is not None:
-                ratio = space.ratios[base.indices[0]]
-                row["baseline"] = {
-                    "ratio": ratio,
-                    "rule": "smallest FLOPs at or above the winner's",
-                }
-                bases = [f"uniform{ratio:g}-seed{s}" for s in seeds]
-                jobs.update({lab: (s, base) for lab, s in zip(bases, seeds, strict=True)})
-            entries.append({"row": row, "wins": wins, "bases": bases})
-
-        # the widest first, so that side-by-side workers finish together
-        order = sorted(jobs, key=lambda lab: -costs["flops"]([jobs[lab][1]])[0])
-        if pool is None:
-            done = {}
-            for i, lab in enumerate(order):
-                log.info("[3/3] retrain %d/%d -> retrain/%s", i + 1, len(order), lab)
-                seed, config = jobs[lab]
-                done[lab] = retrain_job(_job_cfg(plain, seed), out_dir(lab), config, None)
-        else:
-            log.info("[3/3] %d retrains -> %s", len(order), run_dir / "retrain")
-            for lab in order:
-                pool.add(lab, _job_cfg(plain, jobs[lab][0]), out_dir(lab), jobs[lab][1])
-            done = pool.results()
+    # the widest first, so that side-by-side workers finish together
+    order = sorted(jobs, key=lambda lab: -costs["flops"]([jobs[lab][1]])[0])
+    done = _run_retrains(cfg, run_dir, {lab: jobs[lab] for lab in order}, pcfg.get("workers", 1))
 
     rows = []
     for e in entries:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
@@ -20,10 +19,8 @@ from metaprune.engine.identity import StaleStageError
 from metaprune.io import CheckpointError
 from metaprune.pipeline import pipeline
 from metaprune.retrain import RetrainConfig
-from metaprune.retrain.pool import RetrainPool
 from metaprune.schema import CONF_DIR, load_config
 from metaprune.search import SearchConfig, load_search, uniform_baseline
-from metaprune.search.baseline import fixed_baseline
 from metaprune.search.constraints import Bound, parse_bound
 
 
@@ -189,62 +186,6 @@ def test_matched_baseline_is_narrowest_at_or_above_the_winner() -> None:
     assert cm.params(matched) >= cm.params(winner) and cm.flops(matched) >= cm.flops(winner)
     narrower = space.config([matched.indices[0] - 1] * len(space.genes))
     assert cm.params(narrower) < cm.params(winner) or cm.flops(narrower) < cm.flops(winner)
-
-
-def test_fixed_baseline_is_every_in_band_configs_matched_baseline() -> None:
-    """A band with no uniform network's cost inside it fixes the matched baseline before any
-    search: the same one ``uniform_baseline(match=...)`` gives every config in the band."""
-    space = create_space("resnet20", width_mult=0.25, input_size=16)
-    cm = cost_model(space)
-    uni = [cm.flops(space.config([i] * len(space.genes))) for i in range(len(space.ratios))]
-    k = len(uni) // 2
-    lo, hi = uni[k - 1] + 1, uni[k] - 1
-    band = [Bound("flops", lo, hi)]
-    fixed = fixed_baseline(space, band)
-    assert fixed == space.config([k] * len(space.genes))
-    rng = np.random.default_rng(0)
-    near = (space.config(rng.integers(k - 2, k + 2, len(space.genes))) for _ in range(2000))
-    inside = [c for c in near if lo <= cm.flops(c) <= hi]
-    assert inside, "no sampled config in the band"
-    assert all(uniform_baseline(space, band, match=c) == fixed for c in inside)
-    # the winner decides: a uniform cost inside the band, a plain upper bound, an unknown cost
-    assert fixed_baseline(space, [Bound("flops", uni[k - 1], uni[k] - 1)]) is None
-    assert fixed_baseline(space, [Bound("flops", None, uni[k] - 1)]) is None
-    assert fixed_baseline(space, [Bound("latency", 1.0, 2.0)]) is None
-    # a second bounded cost must be fixed as well
-    par = [cm.params(space.config([i] * len(space.genes))) for i in range(len(space.ratios))]
-    loose = Bound("params", None, par[-1])
-    assert fixed_baseline(space, [*band, loose]) is None
-    tight = Bound("params", par[k - 1] + 1, par[k])
-    assert fixed_baseline(space, [*band, tight]) == fixed
-
-
-def test_pipeline_retrains_fixed_baselines_beside_training(tmp_path: Path, caplog) -> None:
-    """With workers and a band target, the baseline the band fixes starts before the search and
-    is the winner's matched baseline in the summary."""
-    base = _cfg(tmp_path, "pipeline.workers=2")
-    space = build_space(base.model, base.space, (3, 12, 12), 10)
-    cm = cost_model(space)
-    full, half = cm.flops(space.max()), cm.flops(space.uniform(0.5))
-    band = f"search.targets=[[{0.9 * half / full:.6f},{(half - 1) / full:.6f}]]"
-    cfg = _cfg(tmp_path, band, "pipeline.workers=2")
-    caplog.set_level("INFO", logger="metaprune.pipeline")
-    summary = pipeline(cfg, tmp_path)
-    assert "baseline retrain(s) fixed by the targets' bounds start now" in caplog.text
-    assert "uniform0.5-seed0" in caplog.text.split("[1/3]")[0]
-    (row,) = summary["rows"]
-    assert row["baseline"]["ratio"] == 0.5
-    assert row["baseline"]["retrain"] == ["retrain/uniform0.5-seed0"]
-    assert row["test_accuracy"]["mean"] is not None
-
-
-def test_retrain_pool_raises_a_failed_job_and_runs_a_label_once(tmp_path: Path) -> None:
-    space = create_space("resnet20", width_mult=0.25, input_size=12)
-    with pytest.raises(Exception, match="retrain"), RetrainPool(2, 1, slots=1) as pool:
-        pool.add("bad", {"retrain": {"epochs": 0}}, str(tmp_path / "bad"), space.max())
-        pool.add("bad", {}, str(tmp_path / "other"), space.max())
-        pool.results()
-    assert not (tmp_path / "other").exists()
 
 
 def test_config_typos_fail_at_composition() -> None:

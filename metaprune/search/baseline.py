@@ -11,10 +11,6 @@ choices to given ratios), by one of two rules:
   bounds is at or above the winner's, so the baseline never has less compute than the network
   it is compared with (what ``metaprune pipeline`` retrains).
 
-:func:`fixed_baseline` says, before any search, whether a budget's bounds alone fix the matched
-baseline (no uniform config costs inside a band), so the pipeline can retrain it while the
-PruningNet trains.
-
 Departure from the paper: the budget may bound any cost the caller can compute (FLOPs, params,
 latency) and from both sides; the paper matches FLOPs by hand, and the uniform widths of a
 discrete space rarely meet a winner's FLOPs exactly, so the matched rule errs on the baseline's
@@ -75,34 +71,3 @@ def uniform_baseline(
     if not fits:
         return None
     return fits[-1] if match is None else fits[0]
-
-
-def fixed_baseline(
-    space: ChannelSpace,
-    bounds: Iterable[Bound | Mapping[str, Any]],
-    costs: Mapping[str, CostFn] | None = None,
-) -> ChannelConfig | None:
-    """The matched baseline (:func:`uniform_baseline` with ``match``) that every config meeting
-    ``bounds`` shares, or ``None`` when the winner decides it.
-
-    A winner's cost ``c`` on a bound ``[lower, upper]`` selects the uniform configs costing at
-    least ``c``; that set is the same for every ``c`` in the bound exactly when no uniform config
-    costs in ``[lower, upper)``.  So a band that ends just under a uniform network's cost and
-    starts above the next narrower one fixes its baseline; a plain upper bound (lower = -inf)
-    does only when every uniform config costs at least the bound.  ``costs`` as in
-    :func:`uniform_baseline`."""
-    space.require_widths_only("uniform baselines")
-    bounds = [b if isinstance(b, Bound) else bounds_from_json([b])[0] for b in bounds]
-    costs = default_costs(space) if costs is None else costs
-    if not bounds or any(b.cost not in costs or b.upper is None for b in bounds):
-        return None
-    configs = [space.config([i] * len(space.genes)) for i in range(len(space.ratios))]
-    ok = np.ones(len(configs), dtype=bool)
-    for b in bounds:
-        values = np.asarray(costs[b.cost](configs), dtype=np.float64)
-        lower = -np.inf if b.lower is None else b.lower
-        if np.any((values >= lower) & (values < b.upper)):
-            return None
-        ok &= values >= b.upper
-    fits = [c for c, o in zip(configs, ok, strict=True) if o]
-    return fits[0] if fits else None

@@ -185,10 +185,6 @@ class Constraints:
             bounds.append(bound)
         return bounds
 
-    def targets(self, cost: str, targets: Sequence[Any]) -> list[Bound]:
-        """One bound on ``cost`` per search target (a value or a ``[lower, upper]`` band)."""
-        return [self.resolve({cost: t}, f"target #{i}")[0] for i, t in enumerate(targets)]
-
     def check_feasible(self, bound: Bound, what: str) -> None:
         """Raise :class:`InfeasibleConstraintError` if no config of the space meets ``bound``."""
         lo, hi = self.min_cost[bound.cost], self.max_cost[bound.cost]

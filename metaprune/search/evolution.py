@@ -156,7 +156,10 @@ class Evolution:
         )
         self.constraints = Constraints(space, costs)
         self.base_bounds = self.constraints.resolve(cfg.constraints)
-        self.targets = self.constraints.targets(cfg.cost, cfg.targets)
+        self.targets = [
+            self.constraints.resolve({cfg.cost: t}, f"target #{i}")[0]
+            for i, t in enumerate(cfg.targets)
+        ]
         self.rng = np.random.default_rng(cfg.seed)
         self.rows: list[dict[str, Any]] = []
         self.cache: dict[Key, int] = {}
