@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,29 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     again = tool.main(args)
     assert again["proxy"] == proxy and again["search_strategies"] == runs
     assert again["knobs"] == out["knobs"]
+    # the proxy's pick among its own networks: the best-scored feasible one
+    (pick,) = proxy["picks"]["targets"]
+    limit = 0.75 * float(res.flops[res.row["2222222"]])
+    feasible = [
+        (s, k)
+        for k, s in zip(proxy["keys"], proxy["scores"], strict=True)
+        if res.flops[res.row[k]] <= limit
+    ]
+    assert pick["proxy_acc"] == pytest.approx(100 * max(feasible)[0])
+    assert "The proxy's pick among the 7 networks" in (root / "proxy.md").read_text()
+    # --compare: finished runs side by side, refused when they scored other networks
+    shutil.copytree(root, tmp_path / "other")
+    compare = ["--results", str(results_file), "--out-root", str(tmp_path), "--targets", "0.75"]
+    compare += ["--set", CHOICES, "--compare", "cbm_mobilenet_cifar10", "other"]
+    table = tool.main(compare)["compare"]
+    assert "| `other` | 1 |" in table
+    assert table.count(f"{pick['percentile']:.1f} (`{pick['winner']}`)") == 2
+    assert (tmp_path / "compare.md").read_text() == table
+    stored = json.loads((tmp_path / "other" / "proxy.json").read_text())
+    stored["result"]["keys"] = stored["result"]["keys"][::-1]
+    (tmp_path / "other" / "proxy.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="scored different networks"):
+        tool.main(compare)
 
 
 def test_recipe_identity_ignores_where_data_lie_and_how_training_runs():

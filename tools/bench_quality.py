@@ -19,6 +19,9 @@ from other inputs is refused, naming them):
 * ``knobs``: the proxy figures on ``--knob-configs`` networks for other scorer settings and
   for PruningNets trained for ``--knob-epochs`` epochs (``knobs.md``).
 
+``--compare NAME ...`` runs nothing: it puts the finished ``train`` and ``proxy`` steps of those
+runs (e.g. one a PruningNet recipe, each given by ``--set``) side by side in one table.
+
 Usage: ``python tools/bench_quality.py --results PATH/Results_MobileNet.json --data-root
 data/cifar10-jpeg [--steps oracle train proxy search knobs] [--epochs 2] [--configs 200]
 [--set KEY=VALUE ...]`` (``--set`` adds Hydra overrides of the project's config, e.g.
@@ -44,6 +47,7 @@ from metaprune.benchmarks.oracle import (
 )
 from metaprune.benchmarks.quality import (
     ProxyBench,
+    compare_markdown,
     correlation_markdown,
     knobs_step,
     proxy_step,
@@ -104,6 +108,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the proxy's random networks")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="only report: the train and proxy steps of these finished runs side by side "
+        "(compare.md under --out-root)",
+    )
     return ap.parse_args(argv)
 
 
@@ -141,6 +153,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = compose(args)
     space = build_space(cfg.model, cfg.get("space"), *BENCHMARK_INPUT)
     out: dict[str, Any] = {}
+    if args.compare:
+        done = {n: Steps(Path(args.out_root) / n) for n in args.compare}
+        runs = {n: (s.result("train"), s.result("proxy")) for n, s in done.items()}
+        text = compare_markdown(results, space, args.targets, runs)
+        atomic_write_text(Path(args.out_root) / "compare.md", text)
+        print(f"## PruningNet recipes side by side\n\n{text}")
+        return {"compare": text}
     if "oracle" in args.steps:
         evo = evolution(args.oracle_population, args.oracle_generations)
         scfg = SearchConfig(**evo, tensorboard=False)
@@ -163,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"## PruningNet: {trained['pruningnet']}\n")
     bench = ProxyBench(cfg, trained["pruningnet_file"], space)
     if "proxy" in later or "knobs" in later:
-        out["proxy"] = proxy_step(steps, bench, results, args.configs, args.seed)
+        out["proxy"] = proxy_step(steps, bench, results, args.configs, args.seed, args.targets)
         rows = out["proxy"]["correlations"]
         print(f"## Proxy against the benchmark ({steps.root / 'proxy.png'})\n")
         print(correlation_markdown(rows))

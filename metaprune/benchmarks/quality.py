@@ -186,10 +186,16 @@ def correlation_markdown(rows: Sequence[Mapping[str, Any]], label: str = "proxy"
 
 
 def proxy_step(
-    steps: Steps, bench: ProxyBench, results: BenchmarkResults, n: int, seed: int
+    steps: Steps,
+    bench: ProxyBench,
+    results: BenchmarkResults,
+    n: int,
+    seed: int,
+    targets: Sequence[float],
 ) -> dict[str, Any]:
     """Score ``n`` random networks and the uniform ones by the proxy; the rank correlations,
-    ``proxy.md`` and the scatter plot ``proxy.png``."""
+    the proxy's pick among them at each of ``targets`` (:func:`proxy_picks`, recomputed from the
+    stored scores), ``proxy.md`` and the scatter plot ``proxy.png``."""
     keys = draw_keys(results, bench.space, n, seed)
     scfg = bench.scorer_config()
     scores = bench.score_chunks(steps, "proxy", keys, scfg)
@@ -200,7 +206,12 @@ def proxy_step(
         return {"keys": keys, "scores": scores, "correlations": rows}
 
     out = steps.run("proxy", ident, compute)
-    atomic_write_text(steps.root / "proxy.md", correlation_markdown(out["correlations"]))
+    out = {**out, "picks": proxy_picks(results, bench.space, targets, keys, out["scores"])}
+    text = correlation_markdown(out["correlations"])
+    text += (
+        f"\n## The proxy's pick among the {len(keys)} networks\n\n{search_markdown(out['picks'])}"
+    )
+    atomic_write_text(steps.root / "proxy.md", text)
     save_figure(scatter(results, keys, scores), steps.root / "proxy.png")
     return out
 
@@ -253,7 +264,7 @@ def search_step(
         t0 = time.perf_counter()
         resumed = OmegaConf.merge(scfg, {"search": {"resume": True}})
         run = search(resumed, out, bench.path)
-        judged = judge(results, bench.space, targets, run.winners)
+        judged = judge(results, bench.space, targets, winner_keys(bench.space, run.winners))
         return {**judged, "scored": len(run.rows), "seconds": time.perf_counter() - t0}
 
     res = steps.run(name, ident, compute)
@@ -290,13 +301,14 @@ def judge(
     results: BenchmarkResults,
     space: ChannelSpace,
     targets: Sequence[float],
-    winners: Sequence[Mapping[str, Any]],
+    chosen: Sequence[tuple[str, float] | None],
 ) -> dict[str, Any]:
-    """Each target's winner by the benchmark: mean (%), percentile among the feasible networks,
+    """Each target's chosen network (benchmark key, proxy accuracy as a fraction; ``None`` when
+    nothing was feasible) by the benchmark: mean (%), percentile among the feasible networks,
     regret (points) to the best feasible, and the best feasible uniform-width network."""
     uniform = [config_key(space.uniform(r)) for r in space.ratios]
     rows = []
-    for t, w in zip(targets, winners, strict=True):
+    for t, pick in zip(targets, chosen, strict=True):
         feasible = feasible_means(results, space, t)
         limit = flops_limit(results, space, t)
         ok_uniform = [k for k in uniform if results.flops[results.row[k]] <= limit]
@@ -304,18 +316,53 @@ def judge(
         row: dict[str, Any] = {"target": t, "best_acc": float(feasible.max())}
         row["uniform"] = best_u
         row["uniform_acc"] = None if best_u is None else float(results.mean[results.row[best_u]])
-        if w["best"] is not None:
-            key = config_key(space.config(w["best"]["genes"]))
+        if pick is not None:
+            key, proxy_acc = pick
             acc = float(results.mean[results.row[key]])
             row |= {
                 "winner": key,
-                "proxy_acc": 100 * float(w["best"]["accuracy"]),
+                "proxy_acc": 100 * float(proxy_acc),
                 "winner_acc": acc,
                 "percentile": percentile(feasible, acc),
                 "regret": float(feasible.max()) - acc,
             }
         rows.append(row)
     return {"targets": rows}
+
+
+def winner_keys(
+    space: ChannelSpace, winners: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, float] | None]:
+    """A search's winners (one a target) as :func:`judge`'s ``chosen``."""
+    return [
+        None
+        if w["best"] is None
+        else (config_key(space.config(w["best"]["genes"])), w["best"]["accuracy"])
+        for w in winners
+    ]
+
+
+def proxy_picks(
+    results: BenchmarkResults,
+    space: ChannelSpace,
+    targets: Sequence[float],
+    keys: Sequence[str],
+    scores: Sequence[float],
+) -> dict[str, Any]:
+    """The proxy's pick among the scored networks at each target, judged (:func:`judge`): a
+    random search whose budget is the ``proxy`` step's networks (uniform ones included), the
+    pick the feasible network of the highest score (ties to fewer FLOPs, then the earlier)."""
+    chosen: list[tuple[str, float] | None] = []
+    for t in targets:
+        limit = flops_limit(results, space, t)
+        ok = [
+            (-s, float(results.flops[results.row[k]]), i)
+            for i, (k, s) in enumerate(zip(keys, scores, strict=True))
+            if results.flops[results.row[k]] <= limit
+        ]
+        best = min(ok, default=None)
+        chosen.append(None if best is None else (keys[best[2]], scores[best[2]]))
+    return judge(results, space, targets, chosen)
 
 
 def search_markdown(res: Mapping[str, Any]) -> str:
@@ -402,3 +449,37 @@ def knobs_step(
     ]
     atomic_write_text(steps.root / "knobs.md", "\n".join(lines))
     return res
+
+
+def compare_markdown(
+    results: BenchmarkResults,
+    space: ChannelSpace,
+    targets: Sequence[float],
+    runs: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
+) -> str:
+    """PruningNet recipes side by side (``runs``: label -> its ``train`` and ``proxy`` step
+    results, all on the same networks, else a ``ValueError`` naming the first that differs):
+    epochs, training wall time, the max and min networks' validation accuracy, the proxy's rank
+    correlations overall and in each band, and the benchmark percentile of the proxy's pick at
+    each target (:func:`proxy_picks`)."""
+    (first, (_, ref)), *rest = runs.items()
+    for label, (_, proxy) in rest:
+        if list(proxy["keys"]) != list(ref["keys"]):
+            raise ValueError(f"runs {first!r} and {label!r} scored different networks")
+    subsets = [r["subset"] for r in ref["correlations"]]
+    head = ["recipe", "epochs", "training (min)", "val. max / min (%)"]
+    head += [f"tau {s}" for s in subsets] + [f"pick <= {t:.0%}: pct." for t in targets]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, (trained, proxy) in runs.items():
+        val = trained.get("val", {})
+        cells = [f"`{label}`", str(trained["epochs"]), f"{trained['seconds'] / 60:.0f}"]
+        cells.append(f"{100 * val['acc_max']:.1f} / {100 * val['acc_min']:.1f}" if val else "-")
+        taus = {r["subset"]: r.get("score_tau") for r in proxy["correlations"]}
+        cells += ["-" if taus.get(s) is None else f"{taus[s]:.3f}" for s in subsets]
+        picked = proxy_picks(results, space, targets, proxy["keys"], proxy["scores"])
+        cells += [
+            f"{r['percentile']:.1f} (`{r['winner']}`)" if "winner" in r else "-"
+            for r in picked["targets"]
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -36,15 +36,28 @@ class Steps:
     def done(self, name: str) -> bool:
         return self.path(name).is_file()
 
+    def _stored(self, name: str) -> dict[str, Any]:
+        """The stored ``{step, identity, result}`` of step ``name``; a
+        :class:`~metaprune.io.CheckpointError` naming the file when it is missing or broken."""
+        path = self.path(name)
+        if not path.is_file():
+            raise CheckpointError(f"benchmark step {name} is not done: no {path}")
+        stored = read_json(path, f"benchmark step {name}")
+        if not isinstance(stored, dict) or "result" not in stored:
+            raise CheckpointError(f"benchmark step file {path} holds no result; delete it")
+        return stored
+
+    def result(self, name: str) -> Any:
+        """The stored result of the finished step ``name`` (for reports that read it)."""
+        return self._stored(name)["result"]
+
     def run(self, name: str, identity: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
         """The stored result of step ``name`` if it was made from ``identity``, else
         ``compute()`` (JSON-able), stored with ``identity`` and returned."""
         path = self.path(name)
         identity = dict(identity)
         if path.is_file():
-            stored = read_json(path, f"benchmark step {name}")
-            if not isinstance(stored, dict) or "result" not in stored:
-                raise CheckpointError(f"benchmark step file {path} holds no result; delete it")
+            stored = self._stored(name)
             require_identity(
                 path, stored.get("identity"), identity, f"delete {path} to redo the step"
             )
