@@ -20,7 +20,7 @@ from other inputs is refused, naming them):
   for PruningNets trained for ``--knob-epochs`` epochs (``knobs.md``).
 
 ``--compare NAME ...`` runs nothing: it puts the finished ``train`` and ``proxy`` steps of those
-runs (e.g. one a PruningNet recipe, each given by ``--set``) side by side in one table.
+runs (e.g. one run per PruningNet recipe, each given by ``--set``) side by side in one table.
 
 Usage: ``python tools/bench_quality.py --results PATH/Results_MobileNet.json --data-root
 data/cifar10-jpeg [--steps oracle train proxy search knobs] [--epochs 2] [--configs 200]

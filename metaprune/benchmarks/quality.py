@@ -12,7 +12,8 @@ benchmark's stand-alone accuracy.  The steps (each resumable, :mod:`metaprune.be
   the search does, racing off so every score is complete) on N random networks of the file plus
   the uniform-width ones, in chunks; Kendall tau and Spearman rho against the benchmark mean,
   overall and in +-10 % FLOPs bands at the file's FLOPs quartiles, beside the seed-vs-seed
-  ceiling and the FLOPs-only floor on the same networks, and a scatter plot,
+  ceiling and the FLOPs-only floor on the same networks, a scatter plot, and the proxy's pick
+  among these networks at each FLOPs target judged like a search's winner,
 * ``search``: the paper's GA scored by the proxy at each FLOPs target (``metaprune``'s own
   search, resumable); each winner's benchmark mean, percentile among the feasible networks,
   regret to the best feasible one, and the best feasible uniform-width network,
