@@ -353,14 +353,11 @@ def proxy_picks(
     """The proxy's pick among the scored networks at each target, judged (:func:`judge`): a
     random search whose budget is the ``proxy`` step's networks (uniform ones included), the
     pick the feasible network of the highest score (ties to fewer FLOPs, then the earlier)."""
+    flops = [float(results.flops[results.row[k]]) for k in keys]
     chosen: list[tuple[str, float] | None] = []
     for t in targets:
         limit = flops_limit(results, space, t)
-        ok = [
-            (-s, float(results.flops[results.row[k]]), i)
-            for i, (k, s) in enumerate(zip(keys, scores, strict=True))
-            if results.flops[results.row[k]] <= limit
-        ]
+        ok = [(-s, f, i) for i, (s, f) in enumerate(zip(scores, flops, strict=True)) if f <= limit]
         best = min(ok, default=None)
         chosen.append(None if best is None else (keys[best[2]], scores[best[2]]))
     return judge(results, space, targets, chosen)
