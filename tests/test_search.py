@@ -512,6 +512,48 @@ def test_proxy_scorer_equals_plain_evaluation(proxy_parts):
     assert scorer.timings["candidates"] == 4 and scorer.timings["images"] == 480
 
 
+def test_bf16_scoring_on_cpu_runs_in_bf16_and_ranks_as_float32(proxy_parts):
+    import torch
+
+    from metaprune.search import ProxyScorer
+
+    _, pnet, images, labels, recal, configs = proxy_parts
+    fp32 = ProxyScorer(pnet, recal, images, labels, eval_batch_size=50, racing=False)
+    bf16 = ProxyScorer(
+        pnet, recal, images, labels, eval_batch_size=50, racing=False, amp_dtype=torch.bfloat16
+    )
+    seen = []
+    net = bf16._generate(configs[:1])
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    with bf16._autocast():
+        net(images[:2])
+    assert seen == [torch.bfloat16]
+    a, b = fp32.score(configs), bf16.score(configs)
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 3 / len(images)
+
+
+def test_scorer_precision_resolves_here_and_enters_the_identity(monkeypatch):
+    import torch
+
+    import metaprune.engine.runtime as runtime
+    from metaprune.search.config import ScorerConfig
+    from metaprune.search.evolution import search_identity
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(runtime, "native_cpu_bf16", lambda native=native: native)
+        assert ScorerConfig().precision() == want
+        assert search_identity(SearchConfig())["scorer"]["amp"] == want
+        assert ScorerConfig(device="cuda").precision() == "bf16"
+        assert ScorerConfig(amp="off").precision() == "fp32"
+    with pytest.warns(UserWarning, match="emulated"):
+        assert ScorerConfig(amp="bf16").precision() == "bf16"
+    for bad in ("fp8", "fp16"):
+        with pytest.raises(ValueError, match=r"search\.scorer\.amp"):
+            SearchConfig(scorer=ScorerConfig(amp=bad)).validate()
+
+
 def test_paired_test_and_stage_ends():
     from metaprune.search.scoring.racing import paired_beats, stage_ends
 

@@ -149,7 +149,7 @@ class ProxyBench:
         out: list[float] = []
         for i in range(0, len(keys), CHUNK):
             chunk = list(keys[i : i + CHUNK])
-            ident = {**self.identity, "scorer": asdict(scfg), "keys": chunk}
+            ident = {**self.identity, "scorer": scfg.identity(), "keys": chunk}
             out += steps.run(
                 f"{name}/chunk_{i // CHUNK:03d}",
                 ident,
@@ -200,7 +200,7 @@ def proxy_step(
     keys = draw_keys(results, bench.space, n, seed)
     scfg = bench.scorer_config()
     scores = bench.score_chunks(steps, "proxy", keys, scfg)
-    ident = {**bench.identity, "scorer": asdict(scfg), "keys": keys}
+    ident = {**bench.identity, "scorer": scfg.identity(), "keys": keys}
 
     def compute() -> dict[str, Any]:
         rows = rank_correlations(results, keys, scores, flops_levels(results))

@@ -44,6 +44,35 @@ def native_cpu_bf16() -> bool:
     )
 
 
+def resolve_amp(
+    value: Any, name: str, cuda: bool, native_cpu_auto: bool = False
+) -> torch.dtype | None:
+    """The autocast dtype of the precision option ``name`` (``value``: ``auto``, ``bf16`` or
+    ``on``, ``fp16`` (CUDA only, else ``ValueError``), or off) on a CUDA device or the CPU.
+
+    ``auto`` is bf16 on CUDA, and on a CPU that computes bf16 natively when
+    ``native_cpu_auto`` (the scorer's choice: inference only, measured 2x faster there), else
+    float32 (``None``).  bf16 asked for on a CPU without native bf16 warns: it is emulated."""
+    mode = switch(value, name, ("bf16", "fp16"))
+    if mode == "fp16" and not cuda:
+        raise ValueError(f"{name}=fp16 needs a CUDA device; use bf16 or off on CPU")
+    native = cuda or native_cpu_bf16()
+    dtype = {
+        "auto": torch.bfloat16 if cuda or (native_cpu_auto and native) else None,
+        "on": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+        "off": None,
+    }[mode]
+    if dtype == torch.bfloat16 and not native:
+        warnings.warn(
+            f"{name}=bf16 on a CPU without AVX-512 BF16 or AMX: bf16 is emulated there and "
+            f"usually slower than float32; set {name}=off",
+            stacklevel=3,
+        )
+    return dtype
+
+
 @dataclass
 class Runtime:
     """The device, the DDP rank layout and the precision settings of this process."""
@@ -73,22 +102,7 @@ class Runtime:
         if world_size > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         cuda = dev.type == "cuda"
-        mode = switch(amp, "train.amp", ("bf16", "fp16"))
-        if mode == "fp16" and not cuda:
-            raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 or off on CPU")
-        amp_dtype = {
-            "auto": torch.bfloat16 if cuda else None,
-            "on": torch.bfloat16,
-            "bf16": torch.bfloat16,
-            "fp16": torch.float16,
-            "off": None,
-        }[mode]
-        if amp_dtype == torch.bfloat16 and not cuda and not native_cpu_bf16():
-            warnings.warn(
-                "train.amp=bf16 on a CPU without AVX-512 BF16 or AMX: bf16 is emulated there and "
-                "usually slower than float32; set train.amp=off",
-                stacklevel=2,
-            )
+        amp_dtype = resolve_amp(amp, "train.amp", cuda)
         cl = switch(channels_last, "train.channels_last")
         return cls(
             dev, rank, world_size, local_rank, amp_dtype, cuda if cl == "auto" else cl == "on"

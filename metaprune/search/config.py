@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
+from metaprune.engine.runtime import resolve_amp
 from metaprune.groups import to_dataclass
 from metaprune.search.constraints import check_bound_syntax
 
@@ -22,6 +24,9 @@ COSTS = ("flops", "params", "latency")
 LATER_OPTIONS = ("rl", "surrogate", "surrogate_pool", "surrogate_scored")
 """Search options added after searches were stored: in :meth:`SearchConfig.to_dict` (and so
 in identities) only when not at their defaults."""
+SCORER_EXECUTION_ONLY = ("device", "resident_mb", "eval_batch_size", "channels_last", "fuse_bn")
+"""Scorer settings outside the identity: where and in which layout or batching the same
+numbers are computed (results move only by rounding); precision (``amp``) is in."""
 
 
 @dataclass
@@ -75,14 +80,36 @@ class ScorerConfig:
     waves of 4 took 1.7-2.2x the time of one at a time: keep 1 on CPU (``BENCHMARKS.md``)."""
     fuse_bn: bool = True
     """Fold BN into the convolutions after recalibration (exact in eval mode, faster)."""
-    amp: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
+    amp: str = "auto"
+    """Scoring precision: ``auto`` (bf16 autocast on CUDA and on a CPU that computes bf16
+    natively, AVX-512 BF16 or AMX; float32 on other CPUs), ``bf16`` (everywhere; emulated and
+    slow on other CPUs) or ``off`` (float32).  On the 2-core AMD EPYC of ``BENCHMARKS.md`` bf16
+    scored Channel-Bench-Macro MobileNets 2.0x faster than float32.  Identities hold what it
+    resolves to here (:meth:`precision`), so scores of another precision are never reused."""
     channels_last: bool = True
     """Channels-last memory format (faster convolutions on CUDA and on CPU)."""
     seed: int = 0
     """Seed of the fixed choice of recalibration batches and of the search-split order."""
     device: str = "auto"
     """``auto`` (CUDA when available, ``cuda:LOCAL_RANK`` under torchrun), ``cpu``, ``cuda:0``."""
+
+    def amp_dtype(self, device: torch.device | str) -> torch.dtype | None:
+        """The autocast dtype of :attr:`amp` when scoring on ``device`` (``None``: float32)."""
+        cuda = torch.device(device).type == "cuda"
+        return resolve_amp(self.amp, "search.scorer.amp", cuda, native_cpu_auto=True)
+
+    def precision(self) -> str:
+        """``bf16`` or ``fp32``: :attr:`amp` on the device :attr:`device` names here."""
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = self.amp_dtype(auto if self.device == "auto" else self.device)
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+    def identity(self) -> dict[str, Any]:
+        """The settings scores depend on (plain values): all but
+        :data:`SCORER_EXECUTION_ONLY`, with ``amp`` as :meth:`precision`."""
+        d = {k: v for k, v in asdict(self).items() if k not in SCORER_EXECUTION_ONLY}
+        d["amp"] = self.precision()
+        return d
 
 
 @dataclass
@@ -192,6 +219,7 @@ class SearchConfig:
             check_bound_syntax(name, spec, f"search.constraints.{name}={spec!r}")
         self._validate_strategy_options()
         s = self.scorer
+        s.precision()  # a bad amp fails here, naming it
         if s.resident_mb < 0:
             raise ValueError(f"search.scorer.resident_mb must be >= 0, got {s.resident_mb}")
         for name in ("racing_slice", "racing_recalib"):

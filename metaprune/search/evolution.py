@@ -74,9 +74,6 @@ Key = tuple[int, ...]
 EXECUTION_ONLY = ("resume", "tensorboard", "latency_table")
 """Search settings outside the identity: how a run is executed or logged, and the latency
 table's path (the caller's identity holds its content hash)."""
-SCORER_EXECUTION_ONLY = ("device", "resident_mb", "eval_batch_size", "channels_last", "fuse_bn")
-"""Scorer settings outside the identity: where and in which layout or batching the same
-numbers are computed (results move only by rounding); precision (``amp``) is in."""
 
 
 def default_costs(space: ChannelSpace, latency_model: Any = None) -> dict[str, CostFn]:
@@ -92,7 +89,7 @@ def default_costs(space: ChannelSpace, latency_model: Any = None) -> dict[str, C
 def search_identity(cfg: SearchConfig) -> dict[str, Any]:
     """The search and scorer settings a search's results depend on (plain JSON)."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_ONLY}
-    d["scorer"] = {k: v for k, v in d["scorer"].items() if k not in SCORER_EXECUTION_ONLY}
+    d["scorer"] = cfg.scorer.identity()
     return json.loads(json.dumps(d))
 
 

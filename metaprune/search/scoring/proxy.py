@@ -12,7 +12,8 @@ batches, top-1 accuracy on the held-out ``search`` split.  Made fast here:
   scores are comparable;
 * channels-last memory format (CPU and CUDA), BN folded into the convolutions after
   recalibration (exact in eval mode), then the search split, in a fixed random order, evaluated
-  in inference mode with large batches (bf16 autocast on CUDA);
+  in inference mode with large batches (bf16 autocast on CUDA and on a CPU with native bf16:
+  ``search.scorer.amp``);
 * images held once (:class:`~metaprune.data.feed.ImageFeed`): on the device, normalised, while
   the search split and the recalibration images fit ``resident_mb``; beyond it (ImageNet size)
   in their stored dtype in host memory, pinned and streamed batch by batch, so the device holds
@@ -146,7 +147,7 @@ class ProxyScorer:
             max(1, math.ceil(racing_recalib * n_rec)) if len(self.ends) > 1 else n_rec
         )
         self.fuse = fuse
-        self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
+        self.amp_dtype = amp_dtype
         n_first = self.ends[0] if self.recalib_first < n_rec else 0
         self.history = RaceHistory(self.space, n, n_first=n_first)
         self.last_details: list[dict[str, Any]] = []
@@ -197,7 +198,7 @@ class ProxyScorer:
             racing_z=cfg.racing_z,
             racing_recalib=cfg.racing_recalib,
             fuse=cfg.fuse_bn,
-            amp_dtype=torch.bfloat16 if cfg.amp and cuda else None,
+            amp_dtype=cfg.amp_dtype(device),
             channels_last=cfg.channels_last,
             stack=cfg.stack,
         )
