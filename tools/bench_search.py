@@ -3,11 +3,13 @@
 Four parts (the timings measured side by side in one run):
 
 ``timing``  candidates scored per second (generation + BN recalibration + evaluation) at CIFAR-10
-            sizes (3x32x32, 10 classes) for ResNet-20 and MobileNetV2 with an untrained
+            sizes (3x32x32, 10 classes) for ResNet-20, MobileNetV2 and the Channel-Bench-Macro
+            MobileNet (the ground-truth benchmark's scorer settings) with an untrained
             PruningNet: the plain path (``metaprune.pruningnet.training.score_config``: build, load, recalibrate,
             evaluate with batches of 256) against :class:`~metaprune.search.ProxyScorer` without
             racing, on the same candidates and images; plus the fast scorer's time shares, and
-            the fast scorer with ``--stack`` candidates per forward pass.
+            the fast scorer with ``--stack`` candidates per forward pass and in bf16 autocast
+            (``search.scorer.amp``: the default on CUDA and on a CPU with native bf16).
 ``compare`` on Fashion-MNIST (28x28) with a briefly trained ResNet-20 PruningNet:
             the paper's GA (population 50, top-10 parents, ``--generations``) with the racing
             scorer under 0.5 of max FLOPs produces the candidate stream; the candidates racing
@@ -82,13 +84,15 @@ def timing(args: argparse.Namespace) -> list[str]:
     lines = [
         "| model | candidates | recal + eval images | plain s/cand | fast s/cand | speed-up "
         f"| fast cand/s | fast: generate / recalibrate / evaluate | fast, stack {args.stack}: "
-        "s/cand | stacked / fast time | stacked: max score change |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "s/cand | stacked / fast time | stacked: max score change | fast, bf16: s/cand "
+        "| fp32 / bf16 time | bf16: max score change |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     g = torch.Generator().manual_seed(0)
     for name, n, n_rec, n_eval in (
         ("resnet20", args.timing_candidates, 2048, 6000),
         ("mobilenet_v2", max(2, args.timing_candidates // 2), 1024, 2000),
+        ("cbm_mobilenet", max(2, args.timing_candidates // 2), 1024, 5000),
     ):
         space = create_space(name, stem="cifar", num_classes=10)
         torch.manual_seed(0)
@@ -104,12 +108,18 @@ def timing(args: argparse.Namespace) -> list[str]:
             pnet, rebatch(recal, 256), images, labels, racing=False, stack=args.stack
         )
         s_stack, t_stack = fast_scores(stacked, configs)
+        half = ProxyScorer(
+            pnet, rebatch(recal, 256), images, labels, racing=False, amp_dtype=torch.bfloat16
+        )
+        s_half, t_half = fast_scores(half, configs)
         change = max(abs(a - b) for a, b in zip(s_fast, s_stack, strict=True))
+        change_half = max(abs(a - b) for a, b in zip(s_fast, s_half, strict=True))
         t = fast.timings
         lines.append(
             f"| {name} | {n} | {n_rec} + {n_eval} | {t_plain / n:.2f} | {t_fast / n:.2f} "
             f"| {t_plain / t_fast:.2f}x | {n / t_fast:.2f} | {shares(t)} | {t_stack / n:.2f} "
-            f"| {t_stack / t_fast:.2f} | {change:.4f} |"
+            f"| {t_stack / t_fast:.2f} | {change:.4f} | {t_half / n:.2f} "
+            f"| {t_fast / t_half:.2f}x | {change_half:.4f} |"
         )
         print(lines[-1], flush=True)
     return lines

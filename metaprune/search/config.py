@@ -77,14 +77,14 @@ class ScorerConfig:
     predicted scores, can differ from ``stack=1``.  K times fewer kernel launches, for GPUs
     that small networks leave idle between launches (not yet measured on one).  The padding
     costs FLOPs (waves of 4 of a ResNet-20 GA stream: 1.46x their own), and on a 2-core CPU
-    waves of 4 took 1.7-2.2x the time of one at a time: keep 1 on CPU (``BENCHMARKS.md``)."""
+    waves of 4 took 1.3-2.5x the time of one at a time: keep 1 on CPU (``BENCHMARKS.md``)."""
     fuse_bn: bool = True
     """Fold BN into the convolutions after recalibration (exact in eval mode, faster)."""
     amp: str = "auto"
     """Scoring precision: ``auto`` (bf16 autocast on CUDA and on a CPU that computes bf16
     natively, AVX-512 BF16 or AMX; float32 on other CPUs), ``bf16`` (everywhere; emulated and
-    slow on other CPUs) or ``off`` (float32).  On the 2-core AMD EPYC of ``BENCHMARKS.md`` bf16
-    scored Channel-Bench-Macro MobileNets 2.0x faster than float32.  Identities hold what it
+    slow on other CPUs) or ``off`` (float32).  On the 2-core AMD EPYC (AVX-512 BF16) of
+    ``BENCHMARKS.md`` bf16 scored 1.45-1.72x faster than float32.  Identities hold what it
     resolves to here (:meth:`precision`), so scores of another precision are never reused."""
     channels_last: bool = True
     """Channels-last memory format (faster convolutions on CUDA and on CPU)."""
