@@ -512,7 +512,7 @@ def test_proxy_scorer_equals_plain_evaluation(proxy_parts):
     assert scorer.timings["candidates"] == 4 and scorer.timings["images"] == 480
 
 
-def test_bf16_scoring_on_cpu_runs_in_bf16_and_ranks_as_float32(proxy_parts):
+def test_bf16_scoring_on_cpu_runs_in_bf16_and_scores_near_float32(proxy_parts):
     import torch
 
     from metaprune.search import ProxyScorer

@@ -51,7 +51,7 @@ def resolve_amp(
     ``on``, ``fp16`` (CUDA only, else ``ValueError``), or off) on a CUDA device or the CPU.
 
     ``auto`` is bf16 on CUDA, and on a CPU that computes bf16 natively when
-    ``native_cpu_auto`` (the scorer's choice: inference only, measured 2x faster there), else
+    ``native_cpu_auto`` (the scorer's choice: inference only, 1.45-1.72x faster there), else
     float32 (``None``).  bf16 asked for on a CPU without native bf16 warns: it is emulated."""
     mode = switch(value, name, ("bf16", "fp16"))
     if mode == "fp16" and not cuda:
