@@ -282,3 +282,17 @@ def test_recipe_identity_ignores_where_data_lie_and_how_training_runs():
     a = recipe(load_config([*base, "data.root=data/a", "train.device=cpu"]))
     assert a == recipe(load_config([*base, "data.root=elsewhere/b", "train.device=auto"]))
     assert a != recipe(load_config([*base, "data.root=data/a", "train.epochs=7"]))
+
+
+def test_proxy_scored_in_two_worker_processes_as_in_one(tool, results_file, tmp_path, monkeypatch):
+    args = ["--results", str(results_file), "--data", "fake", "--steps", "train", "proxy"]
+    args += ["--epochs", "1", "--configs", "30", "--targets", "0.75", "--set", CHOICES, *FAKE]
+    one = tool.main([*args, "--out-root", str(tmp_path / "one")])
+    # the same PruningNet (its stored train step), its 32 networks in two chunks, two processes
+    shutil.copytree(tmp_path / "one", tmp_path / "two", ignore=shutil.ignore_patterns("proxy*"))
+    monkeypatch.setattr(quality_mod.ProxyBench, "score", _must_not_run)  # here; not in a worker
+    two = tool.main([*args, "--out-root", str(tmp_path / "two"), "--workers", "2"])
+    chunks = sorted((tmp_path / "two" / "cbm_mobilenet_cifar10" / "proxy").glob("chunk_*.json"))
+    assert [p.name for p in chunks] == ["chunk_000.json", "chunk_001.json"]
+    assert two["proxy"]["keys"] == one["proxy"]["keys"]
+    assert two["proxy"]["scores"] == one["proxy"]["scores"]

@@ -24,8 +24,9 @@ runs (e.g. one run per PruningNet recipe, each given by ``--set``) side by side 
 
 Usage: ``python tools/bench_quality.py --results PATH/Results_MobileNet.json --data-root
 data/cifar10-jpeg [--steps oracle train proxy search knobs] [--epochs 2] [--configs 200]
-[--set KEY=VALUE ...]`` (``--set`` adds Hydra overrides of the project's config, e.g.
-``train.batch_size=256``).  Tables are printed as Markdown and written beside the results.
+[--workers 2] [--set KEY=VALUE ...]`` (``--workers``: scoring processes, one per core;
+``--set`` adds Hydra overrides of the project's config, e.g. ``train.batch_size=256``).  Tables
+are printed as Markdown and written beside the results.
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="search: strategies beside the paper's ga, each its own run (e.g. ga+surrogate)",
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the proxy's random networks")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="proxy, knobs: processes scoring chunks side by side (one per core)",
+    )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument(
         "--compare",
@@ -182,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"## PruningNet: {trained['pruningnet']}\n")
     bench = ProxyBench(cfg, trained["pruningnet_file"], space)
     if "proxy" in later or "knobs" in later:
-        out["proxy"] = proxy_step(steps, bench, results, args.configs, args.seed, args.targets)
+        out["proxy"] = proxy_step(
+            steps, bench, results, args.configs, args.seed, args.targets, args.workers
+        )
         rows = out["proxy"]["correlations"]
         print(f"## Proxy against the benchmark ({steps.root / 'proxy.png'})\n")
         print(correlation_markdown(rows))
@@ -203,7 +212,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             pnet_e = train_step(steps, cfg_e, f"train_e{e}")["pruningnet_file"]
             others[f"epochs_{e}"] = ProxyBench(cfg_e, pnet_e, space)
         out["knobs"] = knobs_step(
-            steps, bench, results, out["proxy"], args.knob_configs, pruningnets=others
+            steps,
+            bench,
+            results,
+            out["proxy"],
+            args.knob_configs,
+            pruningnets=others,
+            workers=args.workers,
         )
         print(f"## What moves the proxy: {steps.root / 'knobs.md'}\n")
         print((steps.root / "knobs.md").read_text())

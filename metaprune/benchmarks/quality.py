@@ -27,10 +27,11 @@ proxy's on the search split of the data the PruningNet was trained on.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -142,20 +143,71 @@ class ProxyBench:
         scorer = ProxyScorer.from_datasets(pnet, data, scfg, device)
         return [float(s) for s in scorer.score([key_config(self.space, k) for k in keys])]
 
-    def score_chunks(
-        self, steps: Steps, name: str, keys: Sequence[str], scfg: ScorerConfig
-    ) -> list[float]:
-        """Scores of ``keys``, ``CHUNK`` configs per resumable sub-step ``<name>/chunk_<i>``."""
-        out: list[float] = []
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a scoring worker without what it loaded (the worker loads its own)."""
+        return {**self.__dict__, "_parts": None}
+
+
+ScoreJob = tuple[str, ProxyBench, Sequence[str], ScorerConfig]
+"""``(sub-step name, bench, networks, scorer)``: one list of scores for :func:`score_jobs`."""
+_WORKER_BENCHES: dict[str, ProxyBench] = {}
+"""A scoring worker's benches, each loaded once, by PruningNet hash and data."""
+
+
+def _score_in_worker(bench: ProxyBench, keys: Sequence[str], scfg: ScorerConfig) -> list[float]:
+    key = json.dumps(bench.identity, sort_keys=True)
+    return _WORKER_BENCHES.setdefault(key, bench).score(keys, scfg)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def score_jobs(steps: Steps, jobs: Sequence[ScoreJob], workers: int = 1) -> list[list[float]]:
+    """The scores of each job, ``CHUNK`` networks per resumable sub-step ``<name>/chunk_<i>``.
+
+    Sub-steps already stored are checked first (one made from other inputs is refused before
+    anything runs); with ``workers`` > 1 the pending ones are scored in that many spawned
+    processes, each with its share of this process's torch threads, and stored as each
+    finishes.  The scores are those of one process (each network is scored alone)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    subs = []
+    for j, (name, bench, keys, scfg) in enumerate(jobs):
         for i in range(0, len(keys), CHUNK):
             chunk = list(keys[i : i + CHUNK])
-            ident = {**self.identity, "scorer": scfg.identity(), "keys": chunk}
-            out += steps.run(
-                f"{name}/chunk_{i // CHUNK:03d}",
-                ident,
-                lambda chunk=chunk: self.score(chunk, scfg),
-            )
-        return out
+            ident = {**bench.identity, "scorer": scfg.identity(), "keys": chunk}
+            subs.append((j, f"{name}/chunk_{i // CHUNK:03d}", ident, bench, chunk, scfg))
+
+    def run(sub: tuple, scores: list[float] | None = None) -> list[float]:
+        _, name, ident, bench, chunk, scfg = sub
+        return steps.run(
+            name, ident, lambda: bench.score(chunk, scfg) if scores is None else scores
+        )
+
+    pending = []
+    for sub in subs:
+        if steps.done(sub[1]):
+            run(sub)
+        else:
+            pending.append(sub)
+    if workers > 1 and len(pending) > 1:
+        import torch
+
+        n = min(workers, len(pending))
+        threads = max(1, torch.get_num_threads() // n)
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(n, ctx, initializer=_set_threads, initargs=(threads,)) as pool:
+            futures = {pool.submit(_score_in_worker, *sub[3:]): sub for sub in pending}
+            for fut in as_completed(futures):
+                run(futures[fut], fut.result())
+    out: list[list[float]] = [[] for _ in jobs]
+    for sub in subs:
+        out[sub[0]] += run(sub)
+    return out
 
 
 def draw_keys(results: BenchmarkResults, space: ChannelSpace, n: int, seed: int) -> list[str]:
@@ -193,13 +245,15 @@ def proxy_step(
     n: int,
     seed: int,
     targets: Sequence[float],
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Score ``n`` random networks and the uniform ones by the proxy; the rank correlations,
-    the proxy's pick among them at each of ``targets`` (:func:`proxy_picks`, recomputed from the
-    stored scores), ``proxy.md`` and the scatter plot ``proxy.png``."""
+    """Score ``n`` random networks and the uniform ones by the proxy (in ``workers``
+    processes: :func:`score_jobs`); the rank correlations, the proxy's pick among them at each
+    of ``targets`` (:func:`proxy_picks`, recomputed from the stored scores), ``proxy.md`` and
+    the scatter plot ``proxy.png``."""
     keys = draw_keys(results, bench.space, n, seed)
     scfg = bench.scorer_config()
-    scores = bench.score_chunks(steps, "proxy", keys, scfg)
+    (scores,) = score_jobs(steps, [("proxy", bench, keys, scfg)], workers)
     ident = {**bench.identity, "scorer": scfg.identity(), "keys": keys}
 
     def compute() -> dict[str, Any]:
@@ -418,10 +472,12 @@ def knobs_step(
     n: int,
     knobs: Mapping[str, Mapping[str, Any]] | None = None,
     pruningnets: Mapping[str, ProxyBench] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """The ``proxy`` step's first ``n`` networks scored with each setting of ``knobs``
     (:data:`KNOBS` unless given) and by each other PruningNet of ``pruningnets`` (e.g. trained
-    for fewer epochs; the ``proxy`` step's settings), one resumable sub-step each; their rank
+    for fewer epochs; the ``proxy`` step's settings), one resumable sub-step each (in
+    ``workers`` processes: :func:`score_jobs`); their rank
     correlations beside the ``proxy`` step's on the same networks (``default``), and
     ``knobs.md``."""
     knobs = KNOBS if knobs is None else knobs
@@ -431,11 +487,11 @@ def knobs_step(
     settings = [(name, bench, bench.scorer_config(**o)) for name, o in knobs.items()]
     settings += [(name, b, b.scorer_config()) for name, b in pruningnets.items()]
     table = {"default": rank_correlations(results, keys, proxy["scores"][:n], levels)}
-    for name, b, scfg in settings:
-        scores = b.score_chunks(steps, f"knobs/{name}", keys, scfg)
+    jobs = [(f"knobs/{name}", b, keys, scfg) for name, b, scfg in settings]
+    for (name, _, _), scores in zip(settings, score_jobs(steps, jobs, workers), strict=True):
         table[name] = rank_correlations(results, keys, scores, levels)
     ident = {**bench.identity, "keys": keys, "knobs": {k: dict(v) for k, v in knobs.items()}}
-    ident["default_scorer"] = asdict(bench.scorer_config())
+    ident["default_scorer"] = bench.scorer_config().identity()
     ident["pruningnets"] = {k: b.identity["pruningnet"] for k, b in pruningnets.items()}
     res = steps.run("knobs", ident, lambda: {"keys": keys, "correlations": table})
     label = {"default": "the proxy step's settings"}
