@@ -267,6 +267,17 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     assert "| `other` | 1 |" in table
     assert table.count(f"{pick['percentile']:.1f} (`{pick['winner']}`)") == 2
     assert (tmp_path / "compare.md").read_text() == table
+    # how alike the runs rank the networks: tau of each run's scores against the first's
+    for name, sign in (("cbm_mobilenet_cifar10", 1), ("other", -1)):
+        stored = json.loads((tmp_path / name / "proxy.json").read_text())
+        n = len(stored["result"]["scores"])
+        stored["result"]["scores"] = [0.5 + sign * i / (4 * n) for i in range(n)]
+        (tmp_path / name / "proxy.json").write_text(json.dumps(stored))
+    head, _, *rows = [
+        [c.strip() for c in line.split("|")] for line in tool.main(compare)["compare"].splitlines()
+    ]
+    col = head.index("tau vs `cbm_mobilenet_cifar10`")
+    assert [r[col] for r in rows] == ["1.000", "-1.000"]
     stored = json.loads((tmp_path / "other" / "proxy.json").read_text())
     stored["result"]["keys"] = stored["result"]["keys"][::-1]
     (tmp_path / "other" / "proxy.json").write_text(json.dumps(stored))

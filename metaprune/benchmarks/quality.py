@@ -43,6 +43,7 @@ from metaprune.benchmarks.oracle import feasible_means, flops_limit, strategy_ov
 from metaprune.benchmarks.reference import percentile, rank_correlations
 from metaprune.benchmarks.results import BenchmarkResults
 from metaprune.benchmarks.steps import Steps, save_figure
+from metaprune.cost.latency import kendall_tau
 from metaprune.data.identity import data_identity
 from metaprune.engine import TrainConfig
 from metaprune.engine.identity import file_hash, require_identity
@@ -514,15 +515,17 @@ def compare_markdown(
     """PruningNet recipes side by side (``runs``: label -> its ``train`` and ``proxy`` step
     results, all on the same networks, else a ``ValueError`` naming the first that differs):
     epochs, training wall time, the max and min networks' validation accuracy, the proxy's rank
-    correlations overall and in each band, and the benchmark percentile of the proxy's pick at
-    each target (:func:`proxy_picks`)."""
+    correlations overall and in each band, the Kendall tau of its scores against the first run's
+    (how alike two recipes or scorer settings rank the same networks), and the benchmark
+    percentile of the proxy's pick at each target (:func:`proxy_picks`)."""
     (first, (_, ref)), *rest = runs.items()
     for label, (_, proxy) in rest:
         if list(proxy["keys"]) != list(ref["keys"]):
             raise ValueError(f"runs {first!r} and {label!r} scored different networks")
     subsets = [r["subset"] for r in ref["correlations"]]
     head = ["recipe", "epochs", "training (min)", "val. max / min (%)"]
-    head += [f"tau {s}" for s in subsets] + [f"pick <= {t:.0%}: pct." for t in targets]
+    head += [f"tau {s}" for s in subsets] + [f"tau vs `{first}`"]
+    head += [f"pick <= {t:.0%}: pct." for t in targets]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, (trained, proxy) in runs.items():
         val = trained.get("val", {})
@@ -530,6 +533,7 @@ def compare_markdown(
         cells.append(f"{100 * val['acc_max']:.1f} / {100 * val['acc_min']:.1f}" if val else "-")
         taus = {r["subset"]: r.get("score_tau") for r in proxy["correlations"]}
         cells += ["-" if taus.get(s) is None else f"{taus[s]:.3f}" for s in subsets]
+        cells.append(f"{kendall_tau(proxy['scores'], ref['scores']):.3f}")
         picked = proxy_picks(results, space, targets, proxy["keys"], proxy["scores"])
         cells += [
             f"{r['percentile']:.1f} (`{r['winner']}`)" if "winner" in r else "-"
