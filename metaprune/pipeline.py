@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metaprune.config import use_supernet
 from metaprune.cost.latency import load_latency_model
+from metaprune.engine.workers import in_processes, thread_share
 from metaprune.io import atomic_save_png, atomic_write_json, atomic_write_text
 from metaprune.retrain.source import slug
 from metaprune.search import default_costs
@@ -151,16 +150,10 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, title: str) -> P
     return atomic_save_png(fig, path)
 
 
-def _retrain_job(
-    cfg: dict[str, Any], out_dir: str, config: ChannelConfig, threads: int | None
-) -> dict[str, Any]:
-    """One retrain, in this process or a worker (``threads``: the worker's torch threads)."""
+def _retrain_job(cfg: dict[str, Any], out_dir: str, config: ChannelConfig) -> dict[str, Any]:
+    """One retrain, in this process or a worker."""
     from metaprune.retrain import retrain
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
     return retrain(OmegaConf.create(cfg), out_dir, config)
 
 
@@ -184,28 +177,19 @@ def _run_retrains(
     if min(workers, len(args)) <= 1:
         for i, (label, a) in enumerate(args.items()):
             log.info("[3/3] retrain %d/%d -> retrain/%s", i + 1, len(args), label)
-            results[label] = _retrain_job(*a, None)
+            results[label] = _retrain_job(*a)
         return results
-    import torch
-
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = thread_share(workers)
     log.info("[3/3] %d retrains, %d side by side (%d thread(s) each)", len(args), workers, threads)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_retrain_job, *a, threads): label for label, a in args.items()}
-        try:
-            for fut in as_completed(futures):
-                label = futures[fut]
-                results[label] = fut.result()
-                log.info(
-                    "[3/3] retrain/%s: test accuracy %.4f (%d/%d done)",
-                    label,
-                    results[label]["test_accuracy"],
-                    len(results),
-                    len(args),
-                )
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    for label, result in in_processes(_retrain_job, args, workers, threads):
+        results[label] = result
+        log.info(
+            "[3/3] retrain/%s: test accuracy %.4f (%d/%d done)",
+            label,
+            result["test_accuracy"],
+            len(results),
+            len(args),
+        )
     return results
 
 

@@ -47,6 +47,7 @@ from metaprune.cost.latency import kendall_tau
 from metaprune.data.identity import data_identity
 from metaprune.engine import TrainConfig
 from metaprune.engine.identity import file_hash, require_identity
+from metaprune.engine.workers import in_processes, thread_share
 from metaprune.groups import to_dataclass
 from metaprune.io import atomic_write_json, atomic_write_text, read_json
 from metaprune.search.config import ScorerConfig, SearchConfig
@@ -160,12 +161,6 @@ def _score_in_worker(bench: ProxyBench, keys: Sequence[str], scfg: ScorerConfig)
     return _WORKER_BENCHES.setdefault(key, bench).score(keys, scfg)
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def score_jobs(steps: Steps, jobs: Sequence[ScoreJob], workers: int = 1) -> list[list[float]]:
     """The scores of each job, ``CHUNK`` networks per resumable sub-step ``<name>/chunk_<i>``.
 
@@ -173,9 +168,6 @@ def score_jobs(steps: Steps, jobs: Sequence[ScoreJob], workers: int = 1) -> list
     anything runs); with ``workers`` > 1 the pending ones are scored in that many spawned
     processes, each with its share of this process's torch threads, and stored as each
     finishes.  The scores are those of one process (each network is scored alone)."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
     subs = []
     for j, (name, bench, keys, scfg) in enumerate(jobs):
         for i in range(0, len(keys), CHUNK):
@@ -183,31 +175,21 @@ def score_jobs(steps: Steps, jobs: Sequence[ScoreJob], workers: int = 1) -> list
             ident = {**bench.identity, "scorer": scfg.identity(), "keys": chunk}
             subs.append((j, f"{name}/chunk_{i // CHUNK:03d}", ident, bench, chunk, scfg))
 
-    def run(sub: tuple, scores: list[float] | None = None) -> list[float]:
-        _, name, ident, bench, chunk, scfg = sub
+    def run(s: int, scores: list[float] | None = None) -> list[float]:
+        _, name, ident, bench, chunk, scfg = subs[s]
         return steps.run(
             name, ident, lambda: bench.score(chunk, scfg) if scores is None else scores
         )
 
-    pending = []
-    for sub in subs:
-        if steps.done(sub[1]):
-            run(sub)
-        else:
-            pending.append(sub)
+    done = {s: run(s) for s in range(len(subs)) if steps.done(subs[s][1])}
+    pending = {s: subs[s][3:] for s in range(len(subs)) if s not in done}
     if workers > 1 and len(pending) > 1:
-        import torch
-
         n = min(workers, len(pending))
-        threads = max(1, torch.get_num_threads() // n)
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(n, ctx, initializer=_set_threads, initargs=(threads,)) as pool:
-            futures = {pool.submit(_score_in_worker, *sub[3:]): sub for sub in pending}
-            for fut in as_completed(futures):
-                run(futures[fut], fut.result())
+        for s, scores in in_processes(_score_in_worker, pending, n, thread_share(n)):
+            done[s] = run(s, scores)
     out: list[list[float]] = [[] for _ in jobs]
-    for sub in subs:
-        out[sub[0]] += run(sub)
+    for s, sub in enumerate(subs):
+        out[sub[0]] += done[s] if s in done else run(s)
     return out
 
 
