@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metaprune.config import use_supernet
 from metaprune.cost.latency import load_latency_model
-from metaprune.engine.workers import in_processes, thread_share
+from metaprune.engine.workers import run_jobs
 from metaprune.io import atomic_save_png, atomic_write_json, atomic_write_text
 from metaprune.retrain.source import slug
 from metaprune.search import default_costs
@@ -174,14 +174,8 @@ def _run_retrains(
         for label, (seed, config) in jobs.items()
     }
     results: dict[str, dict[str, Any]] = {}
-    if min(workers, len(args)) <= 1:
-        for i, (label, a) in enumerate(args.items()):
-            log.info("[3/3] retrain %d/%d -> retrain/%s", i + 1, len(args), label)
-            results[label] = _retrain_job(*a)
-        return results
-    threads = thread_share(workers)
-    log.info("[3/3] %d retrains, %d side by side (%d thread(s) each)", len(args), workers, threads)
-    for label, result in in_processes(_retrain_job, args, workers, threads):
+    log.info("[3/3] %d retrains, up to %d side by side", len(args), workers)
+    for label, result in run_jobs(_retrain_job, args, workers):
         results[label] = result
         log.info(
             "[3/3] retrain/%s: test accuracy %.4f (%d/%d done)",

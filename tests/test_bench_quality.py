@@ -209,6 +209,8 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
         "--knob-epochs",
         "1",
         "2",
+        "--knob-steps",
+        "1",
         "--search-population",
         "4",
         "--search-generations",
@@ -216,7 +218,7 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
         "--search-strategies",
         "ga+surrogate",
     ]
-    args += ["--targets", "0.75", "--set", CHOICES, *FAKE]
+    args += ["--targets", "0.75", "--set", CHOICES, *FAKE, "train.batch_size=8"]
     out = tool.main(args)
     root = tmp_path / "cbm_mobilenet_cifar10"
     assert Path(out["train"]["pruningnet_file"]).is_file()
@@ -240,9 +242,14 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     for r in runs.values():
         assert r["picks"][0][-1] == pytest.approx(r["targets"][0]["winner_acc"])
     assert "| ga+surrogate |" in (root / "search_strategies.md").read_text()
-    assert set(out["knobs"]["correlations"]) == {"default", "clean_recalib", "split_8", "epochs_2"}
-    assert (root / "knobs.md").read_text().count("## ") == 4
-    assert (root / "train_e2" / "pruningnet.pt").is_file() and not (root / "train_e1").exists()
+    knobs = {"default", "clean_recalib", "split_8", "epochs_2", "steps_1"}
+    assert set(out["knobs"]["correlations"]) == knobs
+    assert (root / "knobs.md").read_text().count("## ") == 5
+    assert (root / "train_epochs_2" / "pruningnet.pt").is_file()
+    assert not (root / "train_epochs_1").exists()
+    # 16 training images at batch 8: 2 steps an epoch, 1 with --knob-steps 1
+    assert out["train"]["steps"] == 2
+    assert json.loads((root / "train_steps_1.json").read_text())["result"]["steps"] == 1
     # done steps are skipped: nothing is trained or scored again
     monkeypatch.setattr("metaprune.train.train", _must_not_run)
     monkeypatch.setattr(quality_mod.ProxyBench, "score", _must_not_run)
@@ -283,6 +290,25 @@ def test_train_proxy_search_knobs_on_fake_data(tool, results_file, tmp_path, mon
     (tmp_path / "other" / "proxy.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="scored different networks"):
         tool.main(compare)
+
+
+def test_oracle_and_trainings_side_by_side(tool, results_file, tmp_path, monkeypatch):
+    args = ["--results", str(results_file), "--out-root", str(tmp_path), "--data", "fake"]
+    args += ["--steps", "oracle", "train", "--epochs", "1", "--targets", "0.75"]
+    args += ["--oracle-seeds", "1", "--oracle-population", "4", "--oracle-generations", "2"]
+    args += ["--set", CHOICES, *FAKE]
+    monkeypatch.setattr("metaprune.train.train", _must_not_run)  # here; not in a worker
+    monkeypatch.setattr("metaprune.benchmarks.oracle.oracle_run", _must_not_run)
+    two = tool.main([*args, "--workers", "2"])
+    root = tmp_path / "cbm_mobilenet_cifar10"
+    assert Path(two["train"]["pruningnet_file"]).is_file() and (root / "oracle.md").is_file()
+    monkeypatch.undo()
+    shutil.rmtree(root / "oracle")
+    one = tool.main(args)  # the oracle again, here: the same searches; the trained step kept
+    assert one["oracle"] == two["oracle"] and one["train"] == two["train"]
+    timings = json.loads((root / "timings.json").read_text())
+    assert [t["workers"] for t in timings] == [2, 1]
+    assert all(set(t["phases"]) == {"oracle and trainings"} for t in timings)
 
 
 def test_recipe_identity_ignores_where_data_lie_and_how_training_runs():

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,14 @@ from metaprune.benchmarks.quality import (
     proxy_step,
     search_markdown,
     search_step,
+    side_by_side,
     strategies_markdown,
     train_step,
 )
 from metaprune.benchmarks.steps import Steps
 from metaprune.config import build_space
 from metaprune.engine.identity import file_hash
-from metaprune.io import atomic_write_text
+from metaprune.io import atomic_write_json, atomic_write_text, read_json
 from metaprune.schema import load_config
 from metaprune.search import SearchConfig
 
@@ -89,18 +91,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=list(strategy_overrides(1)),
         help="strategies the oracle step compares (ga+surrogate: the GA scoring a fifth)",
     )
-    ap.add_argument("--epochs", type=int, default=2, help="PruningNet epochs (CPU budget)")
+    ap.add_argument("--epochs", type=int, default=1, help="PruningNet epochs (CPU budget)")
     ap.add_argument("--configs", type=int, default=200, help="random networks the proxy scores")
-    ap.add_argument("--knob-configs", type=int, default=30, help="networks per knob setting")
+    ap.add_argument("--knob-configs", type=int, default=25, help="networks per knob setting")
     ap.add_argument(
         "--knob-epochs",
         nargs="*",
         type=int,
-        default=[1],
+        default=[],
         help="knobs: also PruningNets trained for these epochs (each a training run)",
     )
-    ap.add_argument("--search-population", type=int, default=16, help="paper: 50")
-    ap.add_argument("--search-generations", type=int, default=4, help="paper: 20")
+    ap.add_argument(
+        "--knob-steps",
+        nargs="*",
+        type=int,
+        default=[176],
+        help="knobs: also PruningNets trained --epochs epochs of at most this many steps each "
+        "(the schedule over the fewer steps; CIFAR-10's 45,000 training images at batch 128 "
+        "are 352 steps an epoch, so 176 is half the training)",
+    )
+    ap.add_argument("--search-population", type=int, default=12, help="paper: 50")
+    ap.add_argument("--search-generations", type=int, default=3, help="paper: 20")
     ap.add_argument(
         "--search-strategies",
         nargs="+",
@@ -112,7 +123,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=1,
-        help="proxy, knobs: processes scoring chunks side by side (one per core)",
+        help="processes side by side, one per core: the PruningNets' trainings and the oracle "
+        "step; the proxy's and the knobs' scoring chunks",
     )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument(
@@ -150,6 +162,51 @@ def compose(args: argparse.Namespace) -> Any:
     return load_config(over + list(args.set))
 
 
+def trainings(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
+    """The PruningNets the steps need, by step name: ``train`` (``cfg``), then for the knobs
+    step one trained ``--knob-epochs`` epochs (``train_epochs_<n>``) or with ``--knob-steps``
+    steps an epoch (``train_steps_<n>``)."""
+    runs = {"train": cfg}
+    if "knobs" in args.steps:
+        for e in sorted(set(args.knob_epochs) - {args.epochs}):
+            runs[f"train_epochs_{e}"] = OmegaConf.merge(cfg, {"train": {"epochs": e}})
+        for n in sorted(set(args.knob_steps)):
+            runs[f"train_steps_{n}"] = OmegaConf.merge(cfg, {"train": {"max_steps_per_epoch": n}})
+    return runs
+
+
+class Clock:
+    """Wall time of each phase of this invocation, appended to ``<root>/timings.json`` (one
+    entry an invocation: earlier ones are kept) as each phase ends."""
+
+    def __init__(self, root: Path, args: argparse.Namespace) -> None:
+        self.path = root / "timings.json"
+        self.entry: dict[str, Any] = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "steps": list(args.steps),
+            "workers": args.workers,
+            "phases": {},
+        }
+        self.earlier = read_json(self.path) if self.path.is_file() else []
+        self.t0 = self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """End ``phase`` now and store the entry."""
+        now = time.perf_counter()
+        self.entry["phases"][phase] = round(now - self.last, 1)
+        self.entry["total"] = round(now - self.t0, 1)
+        self.last = now
+        atomic_write_json(self.path, [*self.earlier, self.entry])
+
+    def markdown(self) -> str:
+        """This invocation's phases as a Markdown table (minutes)."""
+        rows = [f"| {k} | {v / 60:.1f} |" for k, v in self.entry["phases"].items()]
+        total = self.entry.get("total", 0.0) / 60
+        return (
+            "| phase | minutes |\n|---|---:|\n" + "\n".join(rows) + f"\n| total | {total:.1f} |\n"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the chosen steps; returns each step's result by name."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -167,37 +224,39 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         atomic_write_text(Path(args.out_root) / "compare.md", text)
         print(f"## PruningNet recipes side by side\n\n{text}")
         return {"compare": text}
+    clock = Clock(steps.root, args)
+    later = [s for s in STEPS[1:] if s in args.steps]
+    pruningnets = trainings(args, cfg) if later else {}
+    jobs = {name: (train_step, steps, c, name) for name, c in pruningnets.items()}
     if "oracle" in args.steps:
         evo = evolution(args.oracle_population, args.oracle_generations)
         scfg = SearchConfig(**evo, tensorboard=False)
-        out["oracle"] = oracle_step(
-            steps,
-            space,
-            results,
-            results_id,
-            args.targets,
-            args.oracle_seeds,
-            scfg,
-            args.oracle_algorithms,
+        jobs["oracle"] = (oracle_step, steps, space, results, results_id, args.targets)
+        jobs["oracle"] += (args.oracle_seeds, scfg, args.oracle_algorithms)
+    done = side_by_side(jobs, args.workers)
+    clock.lap("oracle and trainings" if later else "oracle")
+    if "oracle" in done:
+        out["oracle"] = done["oracle"]
+        print(
+            f"## Oracle search ({steps.root / 'oracle.png'})\n\n{oracle_markdown(done['oracle'])}"
         )
-        print(f"## Oracle search ({steps.root / 'oracle.png'})\n\n{oracle_markdown(out['oracle'])}")
-    later = [s for s in STEPS[1:] if s in args.steps]
     if not later:
         return out
-    trained = train_step(steps, cfg)
-    out["train"] = trained
-    print(f"## PruningNet: {trained['pruningnet']}\n")
-    bench = ProxyBench(cfg, trained["pruningnet_file"], space)
+    out["train"] = done["train"]
+    print(f"## PruningNet: {out['train']['pruningnet']}\n")
+    bench = ProxyBench(cfg, out["train"]["pruningnet_file"], space)
     if "proxy" in later or "knobs" in later:
         out["proxy"] = proxy_step(
             steps, bench, results, args.configs, args.seed, args.targets, args.workers
         )
+        clock.lap("proxy")
         rows = out["proxy"]["correlations"]
         print(f"## Proxy against the benchmark ({steps.root / 'proxy.png'})\n")
         print(correlation_markdown(rows))
     if "search" in later:
         names = ["ga", *(s for s in args.search_strategies if s != "ga")]
         runs = {s: search_step(steps, cfg, bench, results, args.targets, s) for s in names}
+        clock.lap("search")
         out["search"] = runs["ga"]
         print(f"## Proxy-scored search\n\n{search_markdown(out['search'])}")
         if len(runs) > 1:
@@ -206,11 +265,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             atomic_write_text(steps.root / "search_strategies.md", text)
             print(f"## Proxy-scored strategies\n\n{text}")
     if "knobs" in later:
-        others = {}
-        for e in sorted(set(args.knob_epochs) - {args.epochs}):
-            cfg_e = OmegaConf.merge(cfg, {"train": {"epochs": e}})
-            pnet_e = train_step(steps, cfg_e, f"train_e{e}")["pruningnet_file"]
-            others[f"epochs_{e}"] = ProxyBench(cfg_e, pnet_e, space)
+        others = {
+            name.removeprefix("train_"): ProxyBench(c, done[name]["pruningnet_file"], space)
+            for name, c in pruningnets.items()
+            if name != "train"
+        }
         out["knobs"] = knobs_step(
             steps,
             bench,
@@ -220,8 +279,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             pruningnets=others,
             workers=args.workers,
         )
+        clock.lap("knobs")
         print(f"## What moves the proxy: {steps.root / 'knobs.md'}\n")
         print((steps.root / "knobs.md").read_text())
+    print(f"## Wall time of this invocation\n\n{clock.markdown()}")
     return out
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from metaprune.cost.latency import kendall_tau
 from metaprune.data.identity import data_identity
 from metaprune.engine import TrainConfig
 from metaprune.engine.identity import file_hash, require_identity
-from metaprune.engine.workers import in_processes, thread_share
+from metaprune.engine.workers import in_processes, run_jobs, thread_share
 from metaprune.groups import to_dataclass
 from metaprune.io import atomic_write_json, atomic_write_text, read_json
 from metaprune.search.config import ScorerConfig, SearchConfig
@@ -113,6 +113,18 @@ def train_step(steps: Steps, cfg: DictConfig, name: str = "train") -> dict[str, 
         return {"recipe": ident["recipe"], "pruningnet_file": str(out / PRUNINGNET_FILE), **keep}
 
     return steps.run(name, ident, compute)
+
+
+def _run_step(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``: one job of :func:`side_by_side`, here or in a worker."""
+    return fn(*args)
+
+
+def side_by_side(jobs: Mapping[str, tuple], workers: int = 1) -> dict[str, Any]:
+    """Each ``name -> (step function, *args)`` run (every step stores its own result, e.g.
+    :func:`train_step`), in ``workers`` spawned processes when > 1, started in the order given
+    (put the longest first); the results by name."""
+    return dict(run_jobs(_run_step, jobs, workers))
 
 
 class ProxyBench:
