@@ -17,16 +17,22 @@ from other inputs is refused, naming them):
   the strategies of ``--search-strategies`` beside it (``search_<strategy>.md``; scored configs
   until their pick is as good as the GA's winner: ``search_strategies.md``),
 * ``knobs``: the proxy figures on ``--knob-configs`` networks for other scorer settings and
-  for PruningNets trained for ``--knob-epochs`` epochs (``knobs.md``).
+  for PruningNets trained shorter (``--knob-steps``: steps an epoch) or longer
+  (``--knob-epochs``) (``knobs.md``).
+
+``--workers N`` runs the PruningNets' trainings and the oracle step side by side first (N
+processes, one per core, the main training started first), then scores the proxy's and the
+knobs' chunks N at a time.  Each invocation's wall time per phase is printed and appended to
+``timings.json``.  The defaults are the CPU budget of 2 cores (``--workers 2``): 1 epoch, 200
+random networks, 25 networks a knob, a half-length training knob, the GA at 12 x 3.
 
 ``--compare NAME ...`` runs nothing: it puts the finished ``train`` and ``proxy`` steps of those
 runs (e.g. one run per PruningNet recipe, each given by ``--set``) side by side in one table.
 
 Usage: ``python tools/bench_quality.py --results PATH/Results_MobileNet.json --data-root
-data/cifar10-jpeg [--steps oracle train proxy search knobs] [--epochs 2] [--configs 200]
-[--workers 2] [--set KEY=VALUE ...]`` (``--workers``: scoring processes, one per core;
-``--set`` adds Hydra overrides of the project's config, e.g. ``train.batch_size=256``).  Tables
-are printed as Markdown and written beside the results.
+data/cifar10-jpeg [--steps oracle train proxy search knobs] [--epochs 1] [--configs 200]
+[--workers 2] [--set KEY=VALUE ...]`` (``--set`` adds Hydra overrides of the project's config,
+e.g. ``train.batch_size=256``).  Tables are printed as Markdown and written beside the results.
 """
 
 from __future__ import annotations
