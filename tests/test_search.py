@@ -386,11 +386,16 @@ def test_a_finished_search_is_reused_only_with_the_same_identity(space, tmp_path
     from metaprune.engine.identity import StaleStageError
 
     ident = {"pruningnet": {"sha256": "aa"}, "data": {"name": "fake", "search_size": 0.25}}
-    c = cfg(resume=True)
+    # precision set: under amp=auto the device decides it (bf16 on CUDA, fp32 on most CPUs)
+    c = cfg(resume=True, scorer=ScorerConfig(amp="off"))
     first = run_search(space, Analytic(space), default_costs(space), c, tmp_path, identity=ident)
     again = Analytic(space)
     # execution-only settings (device, logging) are not part of it: the search is returned as is
-    c2 = cfg(resume=True, tensorboard=True, scorer=ScorerConfig(device="cuda:3", eval_batch_size=7))
+    c2 = cfg(
+        resume=True,
+        tensorboard=True,
+        scorer=ScorerConfig(device="cuda:3", eval_batch_size=7, amp="off"),
+    )
     same = run_search(space, again, default_costs(space), c2, tmp_path, identity=ident)
     assert again.calls == 0 and same.table() == first.table()
     assert load_search(tmp_path).meta["identity"] == {
@@ -402,10 +407,16 @@ def test_a_finished_search_is_reused_only_with_the_same_identity(space, tmp_path
         ({**ident, "data": {"name": "fake", "search_size": 0.5}}, c, "data.search_size"),
         (
             ident,
-            cfg(resume=True, scorer=ScorerConfig(recalib_batches=3)),
+            cfg(resume=True, scorer=ScorerConfig(recalib_batches=3, amp="off")),
             "search.scorer.recalib_batches",
         ),
         (ident, cfg(resume=True, seed=9), "search.seed: 0 -> 9"),
+        # the device is not, but the precision it implies under amp=auto is
+        (
+            ident,
+            cfg(resume=True, scorer=ScorerConfig(device="cuda:3")),
+            "search.scorer.amp: 'fp32' -> 'bf16'",
+        ),
     )
     for identity, settings, key in changed:
         with pytest.raises(StaleStageError, match=f"{key}.*delete") as e:
