@@ -1,4 +1,5 @@
-"""Where a job runs: device, DDP process group, mixed precision, memory format, seeding.
+"""Where a job runs: device, DDP process group, mixed precision, memory format, seeding, and
+the CPU heap kept for reuse (:func:`metaprune.engine.heap.keep_cpu_heap`).
 
 One code path serves a single process and ``torchrun``: when ``torchrun`` sets ``WORLD_SIZE > 1``
 the process group is initialised (NCCL on CUDA, Gloo on CPU) and each rank uses
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from metaprune.engine.heap import keep_cpu_heap
 
 _OFF = {"false", "off", "no", "none", "0", ""}
 _ON = {"true", "on", "yes", "1"}
@@ -86,11 +89,13 @@ class Runtime:
 
     @classmethod
     def setup(cls, device: str = "auto", amp: Any = "auto", channels_last: Any = "auto") -> Runtime:
-        """Read the ``torchrun`` environment, join the process group, pick the device.
+        """Keep the CPU heap, read the ``torchrun`` environment, join the process group, pick
+        the device.
 
         ``amp``: ``auto`` (bf16 autocast on CUDA only), ``bf16``, ``fp16`` (CUDA, with a grad
         scaler) or off.  ``channels_last``: ``auto`` (on CUDA only), true or false.
         """
+        keep_cpu_heap()
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
