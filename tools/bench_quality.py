@@ -23,8 +23,9 @@ from other inputs is refused, naming them):
 ``--workers N`` runs the PruningNets' trainings and the oracle step side by side first (N
 processes, one per core, the main training started first), then scores the proxy's and the
 knobs' chunks N at a time.  Each invocation's wall time per phase is printed and appended to
-``timings.json``.  The defaults are the CPU budget of 2 cores (``--workers 2``): 1 epoch, 200
-random networks, 25 networks a knob, a half-length training knob, the GA at 12 x 3.
+``timings.json``.  The defaults are the sizes of the CPU budget (2 cores: add ``--workers 2``;
+the default is 1): 1 epoch, 200 random networks, 25 networks a knob, a half-length training
+knob, the GA at 12 x 3.
 
 ``--compare NAME ...`` runs nothing: it puts the finished ``train`` and ``proxy`` steps of those
 runs (e.g. one run per PruningNet recipe, each given by ``--set``) side by side in one table.
