@@ -48,9 +48,28 @@ def test_a_job_reuses_freed_memory_instead_of_faulting_it_in_again():
 
 
 @pytest.mark.parametrize(
-    "env", [{"METAPRUNE_KEEP_HEAP": "0"}, {"MALLOC_ARENA_MAX": "2"}, {"MALLOC_TOP_PAD_": "0"}]
+    "env",
+    [
+        {"METAPRUNE_KEEP_HEAP": "0"},
+        {"METAPRUNE_KEEP_HEAP": "off"},
+        {"MALLOC_ARENA_MAX": "2"},
+        {"MALLOC_TOP_PAD_": "0"},
+    ],
 )
 def test_the_users_choice_leaves_glibc_as_it_is(env):
     res = churn(**env)
     assert not res["applied"]
     assert res["after"] > res["before"] / 2
+
+
+def test_an_unknown_word_for_the_switch_is_a_named_error():
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("METAPRUNE_")}
+    code = "from metaprune.engine.runtime import Runtime; Runtime.setup('cpu')"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, "METAPRUNE_KEEP_HEAP": "sometimes"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert "ValueError: METAPRUNE_KEEP_HEAP must be auto, true, false" in out.stderr

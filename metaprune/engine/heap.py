@@ -12,9 +12,10 @@ and 0.57x the job's wall time, the same losses and scores.  :func:`keep_cpu_heap
 ``M_TRIM_THRESHOLD`` to 1 GiB (the heap's top is given back to the system only past that): the
 process keeps its peak heap (there: peak resident memory 5.0-5.2 GB against 3.3-3.5 GB).
 
-It does nothing off glibc, with ``METAPRUNE_KEEP_HEAP=0`` in the environment, and when the user
-has set glibc's malloc options themselves (any ``MALLOC_*`` variable, or ``glibc.malloc`` in
-``GLIBC_TUNABLES``): theirs win.  ``tools/bench_heap.py`` measures it against glibc's defaults.
+It does nothing off glibc, with ``METAPRUNE_KEEP_HEAP=0`` (or ``off``, ``false``, ``no``; a word
+:func:`~metaprune.engine.switch.switch` does not know is a ``ValueError``) in the environment,
+and when the user has set glibc's malloc options themselves (any ``MALLOC_*`` variable, or
+``glibc.malloc`` in ``GLIBC_TUNABLES``): theirs win.  ``tools/bench_heap.py`` measures it against glibc's defaults.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import ctypes
 import logging
 import os
 import platform
+
+from metaprune.engine.switch import switch
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def keep_cpu_heap() -> bool:
         return _applied
     _applied = False
     own = user_malloc_settings()
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "off", "no"):
+    if switch(os.environ.get(ENV, "on"), ENV) == "off":
         log.debug("heap left as is: %s=%s", ENV, os.environ[ENV])
     elif platform.libc_ver()[0] != "glibc":
         log.debug("heap left as is: not glibc")

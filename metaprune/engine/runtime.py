@@ -21,21 +21,7 @@ import torch
 import torch.distributed as dist
 
 from metaprune.engine.heap import keep_cpu_heap
-
-_OFF = {"false", "off", "no", "none", "0", ""}
-_ON = {"true", "on", "yes", "1"}
-
-
-def switch(value: Any, name: str, extra: tuple[str, ...] = ()) -> str:
-    """Normalise a bool-or-string option to ``"auto"``, ``"on"``, ``"off"`` or one of ``extra``."""
-    s = str(value).strip().lower()
-    if s in _OFF:
-        return "off"
-    if s in _ON:
-        return "on"
-    if s == "auto" or s in extra:
-        return s
-    raise ValueError(f"{name} must be auto, true, false or one of {list(extra)}; got {value!r}")
+from metaprune.engine.switch import switch
 
 
 def native_cpu_bf16() -> bool:

@@ -42,13 +42,8 @@ from metaprune.data import Loader, make_loader
 from metaprune.engine.checkpoint import CheckpointStore
 from metaprune.engine.identity import require_identity
 from metaprune.engine.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
-from metaprune.engine.runtime import (
-    Runtime,
-    get_rng_state,
-    seed_everything,
-    set_rng_state,
-    switch,
-)
+from metaprune.engine.runtime import Runtime, get_rng_state, seed_everything, set_rng_state
+from metaprune.engine.switch import switch
 from metaprune.io import CheckpointError
 
 log = logging.getLogger(__name__)
