@@ -347,6 +347,20 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
         Runtime.setup("cpu", amp="off")
 
 
+def test_native_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    import metaprune.engine.runtime as runtime
+
+    for native, want in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(runtime, "native_cpu_bf16", lambda native=native: native)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # never the emulated path, so never its warning
+            assert Runtime.setup("cpu", amp="native").amp_dtype == want
+            assert Runtime.setup("cpu", amp="auto").amp_dtype is None  # training: CUDA only
+    TrainConfig(amp="native").validate()
+    with pytest.raises(ValueError, match=r"train\.amp"):
+        TrainConfig(amp="natively").validate()
+
+
 def test_bf16_autocast_step_on_cpu(tmp_path):
     """amp=bf16: the forward runs in bfloat16 and its loss is the float32 loss up to bf16
     rounding."""

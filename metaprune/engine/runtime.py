@@ -23,6 +23,9 @@ import torch.distributed as dist
 from metaprune.engine.heap import keep_cpu_heap
 from metaprune.engine.switch import switch
 
+AMP_WORDS = ("native", "bf16", "fp16")
+"""The precision options' words beyond auto/on/off (:func:`resolve_amp`)."""
+
 
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles)."""
@@ -36,18 +39,22 @@ def native_cpu_bf16() -> bool:
 def resolve_amp(
     value: Any, name: str, cuda: bool, native_cpu_auto: bool = False
 ) -> torch.dtype | None:
-    """The autocast dtype of the precision option ``name`` (``value``: ``auto``, ``bf16`` or
-    ``on``, ``fp16`` (CUDA only, else ``ValueError``), or off) on a CUDA device or the CPU.
+    """The autocast dtype of the precision option ``name`` (``value``: ``auto``, ``native``,
+    ``bf16`` or ``on``, ``fp16`` (CUDA only, else ``ValueError``), or off) on a CUDA device or
+    the CPU.
 
-    ``auto`` is bf16 on CUDA, and on a CPU that computes bf16 natively when
+    ``native`` is bf16 wherever it is computed natively (CUDA, or a CPU with AVX-512 BF16 or
+    AMX), else float32 (``None``).  ``auto`` is bf16 on CUDA, and ``native`` when
     ``native_cpu_auto`` (the scorer's choice: inference only, 1.45-1.72x faster there), else
-    float32 (``None``).  bf16 asked for on a CPU without native bf16 warns: it is emulated."""
-    mode = switch(value, name, ("bf16", "fp16"))
+    float32.  bf16 asked for on a CPU without native bf16 warns: it is emulated."""
+    mode = switch(value, name, AMP_WORDS)
     if mode == "fp16" and not cuda:
         raise ValueError(f"{name}=fp16 needs a CUDA device; use bf16 or off on CPU")
     native = cuda or native_cpu_bf16()
+    if mode == "auto":
+        mode = "native" if cuda or native_cpu_auto else "off"
     dtype = {
-        "auto": torch.bfloat16 if cuda or (native_cpu_auto and native) else None,
+        "native": torch.bfloat16 if native else None,
         "on": torch.bfloat16,
         "bf16": torch.bfloat16,
         "fp16": torch.float16,

@@ -42,7 +42,13 @@ from metaprune.data import Loader, make_loader
 from metaprune.engine.checkpoint import CheckpointStore
 from metaprune.engine.identity import require_identity
 from metaprune.engine.optim import OptimConfig, SchedConfig, build_optimizer, build_scheduler
-from metaprune.engine.runtime import Runtime, get_rng_state, seed_everything, set_rng_state
+from metaprune.engine.runtime import (
+    AMP_WORDS,
+    Runtime,
+    get_rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from metaprune.engine.switch import switch
 from metaprune.io import CheckpointError
 
@@ -70,7 +76,8 @@ class TrainConfig:
     grad_clip: float | None = None
     """Clip the global gradient norm to this value; null = off."""
     amp: str = "auto"
-    """Mixed precision: ``auto`` (bf16 autocast on CUDA only), ``bf16``, ``fp16`` (CUDA) or off."""
+    """Mixed precision: ``auto`` (bf16 autocast on CUDA only), ``native`` (bf16 where the device
+    computes it natively: CUDA, AVX-512 BF16 or AMX CPUs), ``bf16``, ``fp16`` (CUDA) or off."""
     channels_last: str = "auto"
     """Channels-last memory format: ``auto`` (on CUDA only), true or false."""
     compile: bool = False
@@ -123,7 +130,7 @@ class TrainConfig:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"train.grad_clip must be positive or null, got {self.grad_clip}")
-        switch(self.amp, "train.amp", ("bf16", "fp16"))
+        switch(self.amp, "train.amp", AMP_WORDS)
         switch(self.channels_last, "train.channels_last")
         if self.distill not in DISTILL:
             raise ValueError(f"train.distill must be one of {list(DISTILL)}, got {self.distill!r}")
