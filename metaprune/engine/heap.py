@@ -15,7 +15,8 @@ process keeps its peak heap (there: peak resident memory 5.0-5.2 GB against 3.3-
 It does nothing off glibc, with ``METAPRUNE_KEEP_HEAP=0`` (or ``off``, ``false``, ``no``; a word
 :func:`~metaprune.engine.switch.switch` does not know is a ``ValueError``) in the environment,
 and when the user has set glibc's malloc options themselves (any ``MALLOC_*`` variable, or
-``glibc.malloc`` in ``GLIBC_TUNABLES``): theirs win.  ``tools/bench_heap.py`` measures it against glibc's defaults.
+``glibc.malloc`` in ``GLIBC_TUNABLES``): theirs win.  ``tools/bench_heap.py`` measures it
+against glibc's defaults.
 """
 
 from __future__ import annotations
