@@ -11,10 +11,15 @@ in training), each variant with its own PruningNet (same seed) and optimiser:
   networks), for scale: it also runs the max network;
 * ``fullnet-logits/layer``, ``fullnet-stagewise/layer``: full-net supervision
   (``train.distill=fullnet``), which adds the max network's forward and backward;
-* ``none/graph``: the graph encoding (``pruningnet=graph``).
+* ``none/graph``: the graph encoding (``pruningnet=graph``);
+* ``flops_uniform/layer``, ``flops_uniform+fullnet-logits/layer``: FLOPs-uniform sampling
+  (``train.sampling=flops_uniform``), alone and with in-place distillation.  These draw other
+  configs than the base, so their step differs by the sampled networks' cost as well as by the
+  sampler's own work; the ratio of mean step times is the training-time ratio to read for them.
 
-Reports each variant's median step time and its ratio to the base (the median over steps of the
-per-step ratio, so a disturbance of the shared machine hits both sides of a ratio alike).  With
+Reports each variant's median and mean step time, the median over steps of the per-step ratio to
+the base (a disturbance of the shared machine hits both sides of a ratio alike) and the ratio of
+the mean step times (what a training's length scales with when the configs differ).  With
 ``--clock cpu`` (default) it times this process's CPU time, which other jobs on a shared CPU
 disturb far less than the wall clock; use one thread.
 
@@ -44,6 +49,11 @@ VARIANTS = {
     "fullnet-logits/layer": ({"distill": "fullnet", "distill_mode": "logits"}, "layer"),
     "fullnet-stagewise/layer": ({"distill": "fullnet", "distill_mode": "stagewise"}, "layer"),
     "none/graph": ({}, "graph"),
+    "flops_uniform/layer": ({"sampling": "flops_uniform"}, "layer"),
+    "flops_uniform+fullnet-logits/layer": (
+        {"sampling": "flops_uniform", "distill": "fullnet", "distill_mode": "logits"},
+        "layer",
+    ),
 }
 """Variant -> (``train`` options, ``pruningnet.encoding``); the first is the base."""
 
@@ -103,15 +113,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = {
         n: {
             "median_s": statistics.median(times[n]),
+            "mean_s": statistics.fmean(times[n]),
             "ratio": statistics.median(a / b for a, b in zip(times[n], times[base], strict=True)),
+            "mean_ratio": statistics.fmean(times[n]) / statistics.fmean(times[base]),
         }
         for n in names
     }
     print(f"{args.model}, batch {args.batch}, {args.steps} steps, {args.threads} thread(s), "
           f"{args.clock} clock, torch {torch.__version__}")  # fmt: skip
-    print(f"| variant | median step (s) | ratio to {base} |\n|---|---|---|")
+    print(f"| variant | median step (s) | mean step (s) | median ratio to {base} | mean ratio |")
+    print("|---|---:|---:|---:|---:|")
     for n, r in rows.items():
-        print(f"| {n} | {r['median_s']:.3f} | {r['ratio']:.2f} |")
+        print(f"| {n} | {r['median_s']:.3f} | {r['mean_s']:.3f} | {r['ratio']:.2f} | "
+              f"{r['mean_ratio']:.2f} |")  # fmt: skip
     return rows
 
 
